@@ -1,0 +1,522 @@
+//! The sans-IO TURN server: allocation table, permissions, channels and timers.
+//!
+//! [`Core`] never touches a socket or reads a clock. The edge (`crate::server`) hands
+//! it datagrams and the current time and gets back what to send where, in the style of
+//! `quinn-proto`: a test can drive it with bytes and an `Instant` and inspect the
+//! decisions. The only effect the core asks of the edge is binding relay sockets,
+//! through the [`RelayIo`] trait, because an Allocate must know its relay port before
+//! it can answer.
+//!
+//! Each shard of the daemon owns one `Core`; a client's 5-tuple and the relay sockets
+//! of its allocation always belong to the same shard, so no lock is taken per packet.
+
+mod allocation;
+pub mod quota;
+mod requests;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::auth::{NonceKey, Secret};
+use crate::policy::PeerPolicy;
+use crate::proto::{self, Family, Kind};
+use crate::stats::{Direction, DropReason, FamilyLabel, Stats, TransportLabel};
+
+use allocation::family_index;
+pub use allocation::{Allocation, Channel, Permission, Relay};
+pub use quota::Quotas;
+
+/// Room the edge must leave in front of a peer datagram so the core can write a
+/// ChannelData or Data indication header in place (20 + 24 + 4 bytes for IPv6).
+pub const PEER_HEADROOM: usize = 48;
+/// Room the edge must leave after a peer datagram for padding.
+pub const PEER_TAILROOM: usize = 4;
+
+/// How often expired state is swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a port reserved by EVEN-PORT with the R bit stays reserved (RFC 8656 7.2: about 30 s).
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// The time, as the edge read it: a monotonic instant for timers and Unix seconds
+/// for REST credential expiry and nonces.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    pub mono: Instant,
+    pub unix: u64,
+}
+
+impl Now {
+    /// Reads both clocks.
+    pub fn read() -> Self {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Self {
+            mono: Instant::now(),
+            unix,
+        }
+    }
+
+    /// The same moment `secs` seconds later (for tests).
+    pub fn plus(self, secs: u64) -> Self {
+        Self {
+            mono: self.mono + Duration::from_secs(secs),
+            unix: self.unix + secs,
+        }
+    }
+}
+
+/// Transport between client and server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// The byte mixed into nonces so a nonce from one transport is not valid on another.
+    pub fn tag(self) -> u8 {
+        match self {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Tls => 2,
+        }
+    }
+    /// Streams pad ChannelData to four bytes (RFC 8656 12.5).
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+    fn label(self) -> TransportLabel {
+        match self {
+            Transport::Udp => TransportLabel::Udp,
+            Transport::Tcp => TransportLabel::Tcp,
+            Transport::Tls => TransportLabel::Tls,
+        }
+    }
+}
+
+fn family_label(f: Family) -> FamilyLabel {
+    match f {
+        Family::V4 => FamilyLabel::V4,
+        Family::V6 => FamilyLabel::V6,
+    }
+}
+
+/// The 5-tuple that identifies an allocation (RFC 8656 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    pub transport: Transport,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+}
+
+/// Identifies an allocation to the edge's relay socket tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AllocKey {
+    index: u32,
+    generation: u32,
+}
+
+/// Which port an Allocate needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortChoice {
+    Any,
+    Even,
+    Exact(u16),
+}
+
+/// Why a relay socket could not be bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindError {
+    /// This server relays on no address of that family.
+    FamilyUnavailable,
+    /// No port free in the relay range.
+    Exhausted,
+}
+
+/// What the core needs from the edge: binding relay sockets and starting their readers.
+pub trait RelayIo {
+    /// An owned, bound relay socket. Dropping it closes the socket and frees the port.
+    type Socket;
+    /// Binds a relay socket of `family` on a port from the relay range.
+    fn bind(
+        &mut self,
+        family: Family,
+        port: PortChoice,
+    ) -> Result<(Self::Socket, SocketAddr), BindError>;
+    /// Starts delivering the socket's datagrams to [`Core::handle_peer`] with `key`.
+    fn start(&mut self, socket: &mut Self::Socket, key: AllocKey, family: Family);
+}
+
+/// The limits and parameters a core works with (one snapshot of the configuration).
+#[derive(Debug)]
+pub struct Settings {
+    pub realm: String,
+    pub software: Option<String>,
+    pub secrets: Vec<Secret>,
+    pub nonce_lifetime: u64,
+    pub default_lifetime: Duration,
+    pub max_lifetime: Duration,
+    pub permission_lifetime: Duration,
+    pub channel_lifetime: Duration,
+    pub permissions_per_allocation: usize,
+    pub channels_per_allocation: usize,
+    pub policy: PeerPolicy,
+    /// Announced instead of the bound relay IP, per family (NAT'd hosts).
+    pub external_v4: Option<IpAddr>,
+    pub external_v6: Option<IpAddr>,
+}
+
+/// What to do with a datagram that came from a client.
+#[derive(Debug)]
+pub enum ClientAction<'s, 'd, S> {
+    /// Nothing to send.
+    None,
+    /// Send `out[..len]` back to the client.
+    Reply(usize),
+    /// Send `payload` from the relay socket to `peer`.
+    Relay {
+        socket: &'s S,
+        peer: SocketAddr,
+        payload: &'d [u8],
+    },
+}
+
+/// What to do with a datagram that arrived on a relay socket.
+#[derive(Debug)]
+pub enum PeerAction<'s, C> {
+    /// Dropped (counted).
+    None,
+    /// Send `buf[frame]` to the client.
+    Forward {
+        link: &'s C,
+        client: SocketAddr,
+        frame: Range<usize>,
+    },
+}
+
+/// A port reserved by EVEN-PORT with the R bit, waiting for its RESERVATION-TOKEN.
+#[derive(Debug)]
+struct Reservation<S> {
+    token: [u8; 8],
+    socket: S,
+    bound: SocketAddr,
+    expires: Instant,
+}
+
+/// Why an allocation ended (for the log line).
+#[derive(Clone, Copy, Debug)]
+enum EndReason {
+    Expired,
+    Deleted,
+    ClientGone,
+}
+
+/// The sans-IO server of one shard. `S` is the edge's relay socket type, `C` how the
+/// edge reaches a client (a UDP listener socket, a stream's queue).
+#[derive(Debug)]
+pub struct Core<S, C> {
+    settings: Arc<Settings>,
+    nonce_key: Arc<NonceKey>,
+    quotas: Arc<Quotas>,
+    stats: Arc<Stats>,
+    allocations: Slab<Allocation<S, C>>,
+    by_five_tuple: HashMap<FiveTuple, usize>,
+    reservations: Vec<Reservation<S>>,
+    next_generation: u32,
+    next_sweep: Option<Instant>,
+    rng: u64,
+}
+
+impl<S, C: Clone> Core<S, C> {
+    /// A core with no allocations.
+    pub fn new(
+        settings: Arc<Settings>,
+        nonce_key: Arc<NonceKey>,
+        quotas: Arc<Quotas>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        Self {
+            settings,
+            nonce_key,
+            quotas,
+            stats,
+            allocations: Slab::new(),
+            by_five_tuple: HashMap::new(),
+            reservations: Vec::new(),
+            next_generation: 0,
+            next_sweep: None,
+            rng: rand::random::<u64>() | 1,
+        }
+    }
+
+    /// Replaces the settings (reload); existing allocations keep running.
+    pub fn set_settings(&mut self, settings: Arc<Settings>) {
+        self.settings = settings;
+    }
+
+    /// Number of live allocations in this core.
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    /// Handles one datagram (or stream frame) from a client.
+    pub fn handle_client<'s, 'd, IO: RelayIo<Socket = S>>(
+        &'s mut self,
+        now: Now,
+        five_tuple: FiveTuple,
+        link: &C,
+        data: &'d [u8],
+        out: &mut [u8],
+        io: &mut IO,
+    ) -> ClientAction<'s, 'd, S> {
+        match proto::sniff(data) {
+            Kind::ChannelData => self.client_channel_data(now, &five_tuple, data),
+            Kind::Stun => self.client_stun(now, five_tuple, link, data, out, io),
+            Kind::Other => {
+                self.stats.discard(DropReason::Malformed);
+                ClientAction::None
+            }
+        }
+    }
+
+    fn client_channel_data<'s, 'd>(
+        &'s mut self,
+        now: Now,
+        five_tuple: &FiveTuple,
+        data: &'d [u8],
+    ) -> ClientAction<'s, 'd, S> {
+        let Ok(frame) = proto::parse_channel_data(data) else {
+            self.stats.discard(DropReason::Malformed);
+            return ClientAction::None;
+        };
+        let Some(alloc) = self
+            .by_five_tuple
+            .get(five_tuple)
+            .and_then(|&i| self.allocations.get(i))
+        else {
+            self.stats.discard(DropReason::NoAllocation);
+            return ClientAction::None;
+        };
+        let Some(channel) = alloc.channel_numbered(frame.channel, now.mono) else {
+            self.stats.discard(DropReason::NoChannel);
+            return ClientAction::None;
+        };
+        let peer = channel.peer;
+        if !alloc.permits(peer.ip(), now.mono) {
+            self.stats.discard(DropReason::NoPermission);
+            return ClientAction::None;
+        }
+        let Some(relay) = alloc.relay_for(&peer) else {
+            self.stats.discard(DropReason::NoAllocation);
+            return ClientAction::None;
+        };
+        self.stats.relayed(Direction::ToPeer, frame.data.len());
+        ClientAction::Relay {
+            socket: &relay.socket,
+            peer,
+            payload: frame.data,
+        }
+    }
+
+    /// Send indication: relay its DATA to its XOR-PEER-ADDRESS if a permission exists.
+    fn send_indication<'s, 'd>(
+        &'s mut self,
+        now: Now,
+        five_tuple: &FiveTuple,
+        msg: &proto::Message<'d>,
+    ) -> ClientAction<'s, 'd, S> {
+        use proto::attr;
+        let tid = msg.transaction_id();
+        let peer = msg
+            .get(attr::XOR_PEER_ADDRESS)
+            .and_then(|a| attr::decode_xor_address(a.value, &tid).ok());
+        let data = msg.get(attr::DATA).map(|a| a.value);
+        let (Some(peer), Some(data)) = (peer, data) else {
+            self.stats.discard(DropReason::Malformed);
+            return ClientAction::None;
+        };
+        let Some(alloc) = self
+            .by_five_tuple
+            .get(five_tuple)
+            .and_then(|&i| self.allocations.get(i))
+        else {
+            self.stats.discard(DropReason::NoAllocation);
+            return ClientAction::None;
+        };
+        if !alloc.permits(peer.ip(), now.mono) {
+            self.stats.discard(DropReason::NoPermission);
+            return ClientAction::None;
+        }
+        let Some(relay) = alloc.relay_for(&peer) else {
+            self.stats.discard(DropReason::NoPermission);
+            return ClientAction::None;
+        };
+        self.stats.relayed(Direction::ToPeer, data.len());
+        ClientAction::Relay {
+            socket: &relay.socket,
+            peer,
+            payload: data,
+        }
+    }
+
+    /// Handles a datagram that arrived from `peer` on a relay socket of allocation `key`.
+    ///
+    /// The payload sits in `buf[at..at + len]`, with at least [`PEER_HEADROOM`] bytes
+    /// before it and [`PEER_TAILROOM`] after it; the header is written in place.
+    pub fn handle_peer(
+        &mut self,
+        now: Now,
+        key: AllocKey,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        at: usize,
+        len: usize,
+    ) -> PeerAction<'_, C> {
+        let Some(alloc) = self
+            .allocations
+            .get(key.index as usize)
+            .filter(|a| a.generation == key.generation && a.expires > now.mono)
+        else {
+            self.stats.discard(DropReason::NoAllocation);
+            return PeerAction::None;
+        };
+        if at < PEER_HEADROOM || at + len + PEER_TAILROOM > buf.len() || len > 0xFFFF - 64 {
+            self.stats.discard(DropReason::TooLarge);
+            return PeerAction::None;
+        }
+        if !alloc.permits(peer.ip(), now.mono) {
+            self.stats.discard(DropReason::NoPermission);
+            return PeerAction::None;
+        }
+        let stream = alloc.five_tuple.transport.is_stream();
+        let frame = if let Some(channel) = alloc.channel_to(&peer, now.mono) {
+            let start = at - proto::CHANNEL_DATA_HEADER_LEN;
+            if proto::channel::write_channel_data_header(
+                &mut buf[start..at],
+                channel.number,
+                len as u16,
+            )
+            .is_err()
+            {
+                self.stats.discard(DropReason::TooLarge);
+                return PeerAction::None;
+            }
+            let mut end = at + len;
+            if stream {
+                let padded = (len + 3) & !3;
+                buf[end..at + padded].fill(0);
+                end = at + padded;
+            }
+            start..end
+        } else {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let mut tid = [0u8; 12];
+            tid[..8].copy_from_slice(&self.rng.to_le_bytes());
+            tid[8..].copy_from_slice(&(self.rng.rotate_left(29) as u32).to_le_bytes());
+            match requests::write_data_indication_header(
+                buf,
+                at,
+                len,
+                proto::TransactionId(tid),
+                peer,
+            ) {
+                Some(range) => range,
+                None => {
+                    self.stats.discard(DropReason::TooLarge);
+                    return PeerAction::None;
+                }
+            }
+        };
+        self.stats.relayed(Direction::ToClient, len);
+        PeerAction::Forward {
+            link: &alloc.client,
+            client: alloc.five_tuple.client,
+            frame,
+        }
+    }
+
+    /// When [`Core::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.allocations.is_empty() && self.reservations.is_empty() {
+            None
+        } else {
+            self.next_sweep
+        }
+    }
+
+    /// Expires allocations, permissions, channels and reservations.
+    pub fn handle_timeout(&mut self, now: Now) {
+        if self.next_sweep.is_some_and(|t| now.mono < t) {
+            return;
+        }
+        self.next_sweep = Some(now.mono + SWEEP_INTERVAL);
+        let expired: Vec<usize> = self
+            .allocations
+            .iter()
+            .filter(|(_, a)| a.expires <= now.mono)
+            .map(|(i, _)| i)
+            .collect();
+        for index in expired {
+            self.remove(index, now, EndReason::Expired);
+        }
+        let (mut perms, mut chans) = (0, 0);
+        for (_, alloc) in self.allocations.iter_mut() {
+            let (p, c) = alloc.purge(now.mono);
+            perms += p;
+            chans += c;
+        }
+        self.stats.permissions_active(-(perms as i64));
+        self.stats.channels_active(-(chans as i64));
+        self.reservations.retain(|r| r.expires > now.mono);
+    }
+
+    /// The client's stream closed: its allocation ends (RFC 8656 3.1).
+    pub fn client_closed(&mut self, five_tuple: &FiveTuple, now: Now) {
+        if let Some(&index) = self.by_five_tuple.get(five_tuple) {
+            self.remove(index, now, EndReason::ClientGone);
+        }
+    }
+
+    fn remove(&mut self, index: usize, now: Now, why: EndReason) {
+        let Some(alloc) = self.allocations.try_remove(index) else {
+            return;
+        };
+        self.by_five_tuple.remove(&alloc.five_tuple);
+        let transport = alloc.five_tuple.transport.label();
+        for family in alloc.families() {
+            self.stats
+                .allocations_active(transport, family_label(family), -1);
+        }
+        self.stats
+            .permissions_active(-(alloc.permissions.len() as i64));
+        self.stats.channels_active(-(alloc.channels.len() as i64));
+        let lived = now.mono.saturating_duration_since(alloc.created);
+        tracing::info!(
+            client = %crate::redact::client(alloc.five_tuple.client),
+            transport = transport.label(),
+            reason = ?why,
+            seconds = lived.as_secs(),
+            "allocation ended"
+        );
+        // Dropping `alloc` closes its relay sockets and returns its quota slot.
+    }
+
+    fn schedule_sweep(&mut self, now: Now) {
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now.mono + SWEEP_INTERVAL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

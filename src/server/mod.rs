@@ -1,0 +1,218 @@
+//! The I/O edge: sockets, threads, signals. The protocol itself lives in
+//! [`crate::relay`] (decisions) and [`crate::proto`] (bytes).
+//!
+//! Start-up binds every listener before any thread starts, so a bad address fails
+//! fast and port 0 resolves to one concrete port shared by all shards. Then one shard
+//! thread per core runs, each with SO_REUSEPORT siblings of the listeners; the kernel
+//! keeps a client's 5-tuple on one shard. The main thread waits for signals.
+
+mod addresses;
+mod relay_socket;
+mod shard;
+mod udp;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::watch;
+
+use crate::auth::NonceKey;
+use crate::config::Config;
+use crate::policy::PeerPolicy;
+use crate::relay::{Quotas, Settings};
+use crate::stats::Stats;
+pub use addresses::RelayIps;
+use relay_socket::RelayBinding;
+
+/// The realm: `server.realm`, or the host name.
+pub fn realm(config: &Config) -> String {
+    if !config.server.realm.is_empty() {
+        return config.server.realm.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tarn".to_string())
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    crate::redact::set_mode(config.log.client_addresses);
+    let loaded = crate::secrets::load(&config).map_err(anyhow::Error::msg)?;
+    let threads = match config.server.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+
+    // Bind all listeners first: errors surface before anything runs.
+    let mut per_shard: Vec<Vec<std::net::UdpSocket>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut listening = Vec::new();
+    for addr in &config.server.listen {
+        match bind_listeners(*addr, threads) {
+            Ok(sockets) => {
+                let local = sockets[0].local_addr()?;
+                listening.push(local);
+                for (shard, socket) in per_shard.iter_mut().zip(sockets) {
+                    shard.push(socket);
+                }
+            }
+            Err(e) if addr.is_ipv6() && addr.ip().is_unspecified() && is_no_ipv6(&e) => {
+                tracing::warn!(listen = %addr, "IPv6 is not available here; not listening on it");
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot listen on udp {addr}")),
+        }
+    }
+
+    let relay_ips = addresses::relay_ips(&config);
+    let own = addresses::own_addresses(&config, &relay_ips, &listening);
+    let external = |v4: bool| {
+        config
+            .server
+            .external_address
+            .iter()
+            .copied()
+            .find(|ip| ip.is_ipv4() == v4)
+    };
+    let settings = Arc::new(Settings {
+        realm: realm(&config),
+        software: Some(config.server.software.clone()).filter(|s| !s.is_empty()),
+        secrets: loaded.secrets,
+        nonce_lifetime: config.auth.nonce_lifetime,
+        default_lifetime: Duration::from_secs(config.allocation.default_lifetime),
+        max_lifetime: Duration::from_secs(config.allocation.max_lifetime),
+        permission_lifetime: Duration::from_secs(config.allocation.permission_lifetime),
+        channel_lifetime: Duration::from_secs(config.allocation.channel_lifetime),
+        permissions_per_allocation: config.limits.permissions_per_allocation as usize,
+        channels_per_allocation: config.limits.channels_per_allocation as usize,
+        policy: PeerPolicy::new(config.peers.allow.clone(), config.peers.allow_only, own),
+        external_v4: external(true),
+        external_v6: external(false),
+    });
+    let nonce_key = Arc::new(NonceKey::random());
+    let quotas = Quotas::new(
+        config.limits.max_allocations,
+        config.limits.allocations_per_user,
+    );
+    let binding = RelayBinding {
+        v4: relay_ips.v4,
+        v6: relay_ips.v6,
+        ports: config.server.relay_ports.0.clone(),
+    };
+
+    // Signal handlers go in before "ready", so a signal right after it is handled.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signals = runtime.block_on(async { Signals::install() })?;
+
+    let (stop, stopped) = watch::channel(false);
+    let mut handles = Vec::new();
+    let mut shard_stats = Vec::new();
+    for (i, udp) in per_shard.into_iter().enumerate() {
+        let stats = Arc::new(Stats::default());
+        shard_stats.push(Arc::clone(&stats));
+        let start = shard::ShardStart {
+            settings: Arc::clone(&settings),
+            nonce_key: Arc::clone(&nonce_key),
+            quotas: Arc::clone(&quotas),
+            binding: binding.clone(),
+            stats,
+            udp,
+            shutdown: stopped.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("tarn-shard-{i}"))
+            .spawn(move || shard::run(start))?;
+        handles.push(handle);
+    }
+
+    for addr in &listening {
+        tracing::info!(udp = %addr, "listening");
+    }
+    tracing::info!(
+        realm = %settings.realm,
+        relay_v4 = ?relay_ips.v4,
+        relay_v6 = ?relay_ips.v6,
+        relay_ports = ?binding.ports,
+        external_v4 = ?settings.external_v4,
+        external_v6 = ?settings.external_v6,
+        shards = threads,
+        secrets = settings.secrets.len(),
+        client_addresses = ?config.log.client_addresses,
+        "ready"
+    );
+
+    runtime.block_on(signals.wait_for_stop());
+    tracing::info!("stopping");
+    let _ = stop.send(true);
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "shard stopped with an error"),
+            Err(_) => tracing::warn!("shard panicked"),
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn is_no_ipv6(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) | Some(libc::EPROTONOSUPPORT)
+    )
+}
+
+/// Binds `count` SO_REUSEPORT UDP sockets on `addr` (port 0 resolves once, for all).
+fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::UdpSocket>> {
+    let mut sockets = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        let std: std::net::UdpSocket = socket.into();
+        addr = std.local_addr()?;
+        sockets.push(std);
+    }
+    Ok(sockets)
+}
+
+/// The signals the daemon reacts to.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn wait_for_stop(mut self) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: live reload is not implemented yet; nothing changed");
+                }
+            }
+        }
+    }
+}
