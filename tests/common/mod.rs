@@ -1,0 +1,294 @@
+//! Test harness: runs the real `tarn` binary on loopback with a generated config and
+//! reads its log to learn the ports it bound. Every wait is bounded.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The REST secret every test daemon accepts.
+pub const SECRET: &str = "interop-test-secret";
+/// The realm every test daemon uses.
+pub const REALM: &str = "tarn.test";
+/// How long a daemon may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running daemon; killed on drop if the test did not stop it.
+pub struct Daemon {
+    child: Option<Child>,
+    /// UDP listen addresses, as logged by the daemon.
+    pub udp: Vec<SocketAddr>,
+    /// TCP listen addresses, as logged by the daemon.
+    pub tcp: Vec<SocketAddr>,
+    /// TLS listen addresses, as logged by the daemon.
+    pub tls: Vec<SocketAddr>,
+    /// Every log line so far (stderr).
+    pub log: Arc<Mutex<Vec<String>>>,
+    dir: PathBuf,
+    lines: mpsc::Receiver<String>,
+}
+
+/// A unique scratch directory under the system temp dir.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("tarn-test-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// The base configuration of test daemons: loopback only, 127.0.0.1 allowed as a peer
+/// (tests run their echo peers there; the default deny list is otherwise untouched),
+/// a known secret and realm. Change keys with [`set_key`] in [`Daemon::start_with`].
+pub fn base_config(dir: &std::path::Path) -> String {
+    format!(
+        r#"[server]
+realm = "{REALM}"
+listen = ["127.0.0.1:0"]
+relay_address = ["127.0.0.1"]
+relay_ports = "40000-49999"
+threads = 2
+state_directory = "{state}"
+
+[auth]
+secrets = ["{SECRET}"]
+
+[peers]
+allow = ["127.0.0.1/32"]
+
+[metrics]
+listen = ""
+"#,
+        state = dir.join("state").display()
+    )
+}
+
+impl Daemon {
+    /// Starts a daemon on the base configuration.
+    pub fn start() -> Daemon {
+        Self::start_with(|c| c)
+    }
+
+    /// Starts a daemon on the base configuration as changed by `edit` (which gets and
+    /// returns the whole TOML text; use [`set_key`] to change single keys).
+    pub fn start_with(edit: impl FnOnce(String) -> String) -> Daemon {
+        let dir = scratch_dir("daemon");
+        let config = edit(base_config(&dir));
+        let path = dir.join("tarn.toml");
+        std::fs::write(&path, &config).expect("write config");
+        Self::spawn(&["--config", path.to_str().expect("utf-8 path")], dir, &[])
+    }
+
+    /// Starts the binary with explicit arguments and environment.
+    pub fn spawn(args: &[&str], dir: PathBuf, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tarn"));
+        cmd.args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn tarn");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let mut daemon = Daemon {
+            child: Some(child),
+            udp: Vec::new(),
+            tcp: Vec::new(),
+            tls: Vec::new(),
+            log,
+            dir,
+            lines: rx,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match daemon.lines.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => panic!(
+                    "tarn did not become ready; log:\n{}",
+                    daemon.log.lock().unwrap().join("\n")
+                ),
+            };
+            if line.contains("listening") {
+                for (key, list) in [
+                    ("udp=", &mut daemon.udp),
+                    ("tcp=", &mut daemon.tcp),
+                    ("tls=", &mut daemon.tls),
+                ] {
+                    let addr = line
+                        .split(key)
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next());
+                    if let Some(Ok(a)) = addr.map(str::parse) {
+                        list.push(a);
+                    }
+                }
+            }
+            if line.contains(" ready") {
+                break;
+            }
+        }
+        daemon
+    }
+
+    /// The first UDP listen address.
+    pub fn addr(&self) -> SocketAddr {
+        *self.udp.first().expect("a UDP listener")
+    }
+
+    /// The scratch directory of this daemon.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Waits (bounded) for a log line containing `needle`; returns it.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            return Some(l.clone());
+        }
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+        None
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Stops the daemon with SIGTERM and returns its exit status (bounded wait).
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal("TERM");
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(Duration::from_secs(15)) {
+            Ok(status) => status.expect("wait"),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                panic!("tarn did not stop within 15 s of SIGTERM");
+            }
+        }
+    }
+
+    /// The whole log so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Replaces `key = ...` inside `[table]` of a TOML text, or adds it to the table.
+pub fn set_key(config: &str, table: &str, key: &str, value: &str) -> String {
+    let mut out = Vec::new();
+    let mut in_table = false;
+    let mut done = false;
+    for line in config.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            if in_table && !done {
+                out.push(format!("{key} = {value}"));
+                done = true;
+            }
+            in_table = trimmed == format!("[{table}]");
+        }
+        if in_table && !done && trimmed.starts_with(&format!("{key} ")) {
+            out.push(format!("{key} = {value}"));
+            done = true;
+            continue;
+        }
+        out.push(line.to_string());
+    }
+    if !done {
+        if !in_table {
+            out.push(format!("[{table}]"));
+        }
+        out.push(format!("{key} = {value}"));
+    }
+    out.join("\n") + "\n"
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// A REST username/password pair for `id`, valid for `ttl` seconds (negative: expired).
+pub fn credentials(id: &str, ttl: i64) -> (String, String) {
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    let expiry = (unix_now() as i64 + ttl).max(0);
+    let username = if id.is_empty() {
+        expiry.to_string()
+    } else {
+        format!("{expiry}:{id}")
+    };
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(SECRET.as_bytes()).expect("hmac key");
+    mac.update(username.as_bytes());
+    let password = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    (username, password)
+}
+
+/// A UDP echo peer on 127.0.0.1 that answers every datagram (bounded: it stops after
+/// `limit` datagrams or when idle for 30 s).
+pub fn udp_echo_peer(limit: usize) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind echo peer");
+    let addr = socket.local_addr().expect("addr");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        for _ in 0..limit {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                break;
+            };
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    addr
+}
