@@ -99,11 +99,27 @@ impl Default for AuthConfig {
 }
 
 /// `[tls]`: certificate and key for `turns:`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     pub certificate: Option<PathBuf>,
     pub private_key: Option<PathBuf>,
+    /// Seconds a TLS handshake may take.
+    #[serde(deserialize_with = "positive_u64")]
+    pub handshake_timeout: u64,
+    /// Seconds between checks of the certificate files for a renewal; 0: SIGHUP only.
+    pub reload_interval: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            certificate: None,
+            private_key: None,
+            handshake_timeout: 10,
+            reload_interval: 5,
+        }
+    }
 }
 
 /// `[peers]`: who may be relayed to.
@@ -153,6 +169,13 @@ pub struct LimitsConfig {
     pub permissions_per_allocation: u32,
     /// Channel bindings per allocation (508 beyond).
     pub channels_per_allocation: u32,
+    /// TCP and TLS connections in the whole process.
+    pub max_connections: u32,
+    /// TCP and TLS connections per source IPv4 address or IPv6 /64.
+    pub connections_per_address: u32,
+    /// Seconds a TCP/TLS connection without an allocation may stay silent.
+    #[serde(deserialize_with = "positive_u64")]
+    pub idle_timeout: u64,
 }
 
 impl Default for LimitsConfig {
@@ -162,6 +185,9 @@ impl Default for LimitsConfig {
             allocations_per_user: 64,
             permissions_per_allocation: 32,
             channels_per_allocation: 32,
+            max_connections: 8192,
+            connections_per_address: 256,
+            idle_timeout: 30,
         }
     }
 }

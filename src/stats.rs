@@ -83,6 +83,8 @@ label_enum!(
         SendFailed => "send_failed",
         Unexpected => "unexpected_message",
         TooLarge => "too_large",
+        ConnectionLimit => "connection_limit",
+        TlsHandshake => "tls_handshake",
     }
 );
 label_enum!(

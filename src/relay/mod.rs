@@ -267,6 +267,11 @@ impl<S, C: Clone> Core<S, C> {
         self.allocations.len()
     }
 
+    /// Whether `five_tuple` holds an allocation.
+    pub fn has_allocation(&self, five_tuple: &FiveTuple) -> bool {
+        self.by_five_tuple.contains_key(five_tuple)
+    }
+
     /// Handles one datagram (or stream frame) from a client.
     pub fn handle_client<'s, 'd, IO: RelayIo<Socket = S>>(
         &'s mut self,

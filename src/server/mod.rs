@@ -7,8 +7,11 @@
 //! keeps a client's 5-tuple on one shard. The main thread waits for signals.
 
 mod addresses;
+mod limits;
 mod relay_socket;
 mod shard;
+mod stream;
+pub mod tls;
 mod udp;
 
 use std::io;
@@ -50,26 +53,68 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     };
 
     // Bind all listeners first: errors surface before anything runs.
-    let mut per_shard: Vec<Vec<std::net::UdpSocket>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut per_shard: Vec<ShardSockets> = (0..threads).map(|_| ShardSockets::default()).collect();
     let mut listening = Vec::new();
+    let mut listening_tcp = Vec::new();
     for addr in &config.server.listen {
-        match bind_listeners(*addr, threads) {
-            Ok(sockets) => {
-                let local = sockets[0].local_addr()?;
-                listening.push(local);
-                for (shard, socket) in per_shard.iter_mut().zip(sockets) {
-                    shard.push(socket);
+        match bind_udp_and_tcp(*addr, threads) {
+            Ok((udp, tcp)) => {
+                listening.push(udp[0].local_addr()?);
+                listening_tcp.push(tcp[0].local_addr()?);
+                for ((shard, u), t) in per_shard.iter_mut().zip(udp).zip(tcp) {
+                    shard.udp.push(u);
+                    shard.tcp.push(t);
                 }
             }
             Err(e) if addr.is_ipv6() && addr.ip().is_unspecified() && is_no_ipv6(&e) => {
                 tracing::warn!(listen = %addr, "IPv6 is not available here; not listening on it");
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot listen on udp {addr}")),
+            Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr}")),
         }
     }
+    let certs = match (&config.tls.certificate, &config.tls.private_key) {
+        (Some(cert), Some(key)) => Some(
+            tls::CertStore::load(cert.clone(), key.clone())
+                .context("cannot load the TLS certificate")?,
+        ),
+        _ => None,
+    };
+    let tls_config = match &certs {
+        Some(store) => Some(store.server_config().context("TLS configuration")?),
+        None => None,
+    };
+    let mut listening_tls = Vec::new();
+    if certs.is_some() {
+        for addr in &config.server.tls_listen {
+            match stream::bind_listeners(*addr, threads) {
+                Ok(listeners) => {
+                    listening_tls.push(listeners[0].local_addr()?);
+                    for (shard, l) in per_shard.iter_mut().zip(listeners) {
+                        shard.tls.push(l);
+                    }
+                }
+                Err(e) if addr.is_ipv6() && addr.ip().is_unspecified() && is_no_ipv6(&e) => {
+                    tracing::warn!(listen = %addr, "IPv6 is not available here; not listening on it");
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot listen on tls {addr}")),
+            }
+        }
+    }
+    let streams = stream::StreamSettings {
+        limits: limits::ConnectionLimits::new(
+            config.limits.max_connections,
+            config.limits.connections_per_address,
+        ),
+        idle_timeout: Duration::from_secs(config.limits.idle_timeout),
+        handshake_timeout: Duration::from_secs(config.tls.handshake_timeout),
+    };
 
     let relay_ips = addresses::relay_ips(&config);
-    let own = addresses::own_addresses(&config, &relay_ips, &listening);
+    let own = addresses::own_addresses(
+        &config,
+        &relay_ips,
+        &[listening.as_slice(), &listening_tcp, &listening_tls].concat(),
+    );
     let external = |v4: bool| {
         config
             .server
@@ -113,7 +158,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let mut handles = Vec::new();
     let mut shard_stats = Vec::new();
-    for (i, udp) in per_shard.into_iter().enumerate() {
+    for (i, sockets) in per_shard.into_iter().enumerate() {
         let stats = Arc::new(Stats::default());
         shard_stats.push(Arc::clone(&stats));
         let start = shard::ShardStart {
@@ -122,7 +167,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             quotas: Arc::clone(&quotas),
             binding: binding.clone(),
             stats,
-            udp,
+            udp: sockets.udp,
+            tcp: sockets.tcp,
+            tls: sockets.tls,
+            tls_config: tls_config.clone(),
+            streams: streams.clone(),
             shutdown: stopped.clone(),
         };
         let handle = std::thread::Builder::new()
@@ -133,6 +182,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     for addr in &listening {
         tracing::info!(udp = %addr, "listening");
+    }
+    for addr in &listening_tcp {
+        tracing::info!(tcp = %addr, "listening");
+    }
+    for addr in &listening_tls {
+        tracing::info!(tls = %addr, "listening");
     }
     tracing::info!(
         realm = %settings.realm,
@@ -147,7 +202,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         "ready"
     );
 
-    runtime.block_on(signals.wait_for_stop());
+    if let Some(store) = &certs
+        && config.tls.reload_interval > 0
+    {
+        runtime.spawn(Arc::clone(store).watch(Duration::from_secs(config.tls.reload_interval)));
+    }
+    runtime.block_on(signals.wait_for_stop(certs.clone()));
     tracing::info!("stopping");
     let _ = stop.send(true);
     for handle in handles {
@@ -168,8 +228,35 @@ fn is_no_ipv6(e: &io::Error) -> bool {
     )
 }
 
+/// The listener sockets one shard gets.
+#[derive(Default)]
+struct ShardSockets {
+    udp: Vec<std::net::UdpSocket>,
+    tcp: Vec<std::net::TcpListener>,
+    tls: Vec<std::net::TcpListener>,
+}
+
+/// Binds UDP and TCP on the same address and port for every shard. With port 0 the
+/// UDP port is chosen first and TCP follows it; if that TCP port is taken, try again.
+fn bind_udp_and_tcp(
+    addr: SocketAddr,
+    count: usize,
+) -> io::Result<(Vec<std::net::UdpSocket>, Vec<std::net::TcpListener>)> {
+    let attempts = if addr.port() == 0 { 16 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = bind_udp(addr, count)?;
+        let port = udp[0].local_addr()?.port();
+        match stream::bind_listeners(SocketAddr::new(addr.ip(), port), count) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no port")))
+}
+
 /// Binds `count` SO_REUSEPORT UDP sockets on `addr` (port 0 resolves once, for all).
-fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::UdpSocket>> {
+fn bind_udp(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::UdpSocket>> {
     let mut sockets = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count {
@@ -204,13 +291,19 @@ impl Signals {
         })
     }
 
-    async fn wait_for_stop(mut self) {
+    async fn wait_for_stop(mut self, certs: Option<Arc<tls::CertStore>>) {
         loop {
             tokio::select! {
                 _ = self.term.recv() => return,
                 _ = self.int.recv() => return,
                 _ = self.hup.recv() => {
-                    tracing::info!("SIGHUP: live reload is not implemented yet; nothing changed");
+                    match &certs {
+                        Some(store) => {
+                            tracing::info!("SIGHUP: reloading the TLS certificate");
+                            store.reload();
+                        }
+                        None => tracing::info!("SIGHUP: nothing to reload"),
+                    }
                 }
             }
         }

@@ -13,6 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use super::relay_socket::{MAX_DATAGRAM, RelayBinding, RelaySocket};
+use super::stream::{self, StreamOut, StreamSettings};
 use super::udp;
 use crate::auth::NonceKey;
 use crate::relay::{Core, Now, PEER_HEADROOM, PEER_TAILROOM, Quotas, Settings};
@@ -23,6 +24,8 @@ use crate::stats::{DropReason, Stats};
 pub enum ClientLink {
     /// Through the UDP listener socket the client talks to.
     Udp(Rc<UdpSocket>),
+    /// Through the write queue of its TCP or TLS connection.
+    Stream(Rc<StreamOut>),
 }
 
 impl ClientLink {
@@ -31,6 +34,11 @@ impl ClientLink {
         match self {
             ClientLink::Udp(socket) => {
                 if socket.try_send_to(bytes, client).is_err() {
+                    stats.discard(DropReason::SendFailed);
+                }
+            }
+            ClientLink::Stream(out) => {
+                if !out.push(bytes) {
                     stats.discard(DropReason::SendFailed);
                 }
             }
@@ -73,6 +81,10 @@ pub struct ShardStart {
     pub binding: RelayBinding,
     pub stats: Arc<Stats>,
     pub udp: Vec<std::net::UdpSocket>,
+    pub tcp: Vec<std::net::TcpListener>,
+    pub tls: Vec<std::net::TcpListener>,
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
+    pub streams: StreamSettings,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -89,6 +101,10 @@ pub fn run(start: ShardStart) -> std::io::Result<()> {
         binding,
         stats,
         udp: sockets,
+        tcp,
+        tls,
+        tls_config,
+        streams,
         mut shutdown,
     } = start;
     local.block_on(&runtime, async move {
@@ -98,6 +114,27 @@ pub fn run(start: ShardStart) -> std::io::Result<()> {
         for socket in sockets {
             let socket = UdpSocket::from_std(socket)?;
             tokio::task::spawn_local(udp::serve(Rc::clone(&shard), Rc::new(socket)));
+        }
+        for listener in tcp {
+            let listener = stream::listener(listener)?;
+            tokio::task::spawn_local(stream::accept(
+                Rc::clone(&shard),
+                listener,
+                None,
+                streams.clone(),
+            ));
+        }
+        if let Some(config) = tls_config {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            for listener in tls {
+                let listener = stream::listener(listener)?;
+                tokio::task::spawn_local(stream::accept(
+                    Rc::clone(&shard),
+                    listener,
+                    Some(acceptor.clone()),
+                    streams.clone(),
+                ));
+            }
         }
         tokio::task::spawn_local(sweep(Rc::clone(&shard)));
         while !*shutdown.borrow_and_update() {
