@@ -230,12 +230,18 @@ pub struct MetricsConfig {
     /// Address of the Prometheus endpoint; an empty string disables it.
     #[serde(deserialize_with = "optional_addr")]
     pub listen: Option<SocketAddr>,
+    /// When set, `/metrics` needs `Authorization: Bearer <token>`.
+    pub bearer_token: Option<String>,
+    /// Put the version into `tarn_build_info` (off: no version disclosure).
+    pub expose_version: bool,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9478))),
+            bearer_token: None,
+            expose_version: false,
         }
     }
 }

@@ -6,11 +6,12 @@
 //!   bytes and time, answering with what to send where;
 //! - [`auth`], [`policy`]: credential and peer-address decisions, also sans-IO;
 //! - [`server`]: the I/O edge (sockets, shard threads, signals);
-//! - [`config`], [`secrets`], [`redact`], [`stats`]: configuration, secret sources,
-//!   log redaction and counters.
+//! - [`config`], [`secrets`], [`redact`], [`stats`], [`metrics`]: configuration,
+//!   secret sources, log redaction, counters and their Prometheus endpoint.
 
 pub mod auth;
 pub mod config;
+pub mod metrics;
 pub mod policy;
 pub mod proto;
 pub mod redact;

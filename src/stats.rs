@@ -92,6 +92,9 @@ label_enum!(
     AllocResult { Created => "created", Refused => "refused" }
 );
 
+/// Upper bounds (seconds) of the allocation-duration histogram buckets.
+pub const DURATION_BUCKETS: [f64; 8] = [10.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 86400.0];
+
 /// Counters and gauges of one shard.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -106,6 +109,10 @@ pub struct Stats {
     pub allocations_active: [[AtomicI64; FamilyLabel::COUNT]; TransportLabel::COUNT],
     pub permissions_active: AtomicI64,
     pub channels_active: AtomicI64,
+    /// Ended allocations per duration bucket (not cumulative; the last catches the rest).
+    pub duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
+    pub duration_sum_millis: AtomicU64,
+    pub duration_count: AtomicU64,
 }
 
 #[inline]
@@ -156,6 +163,15 @@ impl Stats {
     /// Adjusts the active-channels gauge.
     pub fn channels_active(&self, delta: i64) {
         self.channels_active.fetch_add(delta, Ordering::Relaxed);
+    }
+    /// An allocation ended after `seconds`.
+    pub fn allocation_lived(&self, lived: std::time::Duration) {
+        let secs = lived.as_secs_f64();
+        if let Some(i) = DURATION_BUCKETS.iter().position(|upper| secs <= *upper) {
+            bump(&self.duration_buckets[i], 1);
+        }
+        bump(&self.duration_sum_millis, lived.as_millis() as u64);
+        bump(&self.duration_count, 1);
     }
     /// Reads a counter (for tests and the exposition).
     pub fn get(counter: &AtomicU64) -> u64 {

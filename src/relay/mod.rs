@@ -506,6 +506,7 @@ impl<S, C: Clone> Core<S, C> {
             .permissions_active(-(alloc.permissions.len() as i64));
         self.stats.channels_active(-(alloc.channels.len() as i64));
         let lived = now.mono.saturating_duration_since(alloc.created);
+        self.stats.allocation_lived(lived);
         tracing::info!(
             client = %crate::redact::client(alloc.five_tuple.client),
             transport = transport.label(),

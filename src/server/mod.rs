@@ -149,6 +149,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         ports: config.server.relay_ports.0.clone(),
     };
 
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(
+            crate::metrics::bind(addr)
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+
     // Signal handlers go in before "ready", so a signal right after it is handled.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -188,6 +196,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     for addr in &listening_tls {
         tracing::info!(tls = %addr, "listening");
+    }
+    let health = Arc::new(crate::metrics::Health::default());
+    if let Some(listener) = metrics_listener {
+        tracing::info!(metrics = %listener.local_addr()?, "listening");
+        let endpoint = crate::metrics::Endpoint::new(
+            shard_stats.clone(),
+            config.metrics.expose_version,
+            config.metrics.bearer_token.clone(),
+            Arc::clone(&health),
+        );
+        let _guard = runtime.enter();
+        runtime.spawn(crate::metrics::serve(listener, endpoint));
     }
     tracing::info!(
         realm = %settings.realm,
