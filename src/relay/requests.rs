@@ -600,19 +600,20 @@ impl<S, C: Clone> Core<S, C> {
         }))
     }
 
-    /// Checks a peer address for an allocation: family (443) and policy (403).
+    /// Checks a peer address for an allocation: policy (403), then family (443).
     fn check_peer(&self, index: usize, peer: SocketAddr) -> Result<(), u16> {
-        if self.allocations[index].relay_for(&peer).is_none() {
+        if let Verdict::Deny(why) = self.settings.policy.classify(peer) {
+            self.stats.denied();
+            tracing::info!(reason = %why, "peer refused by policy");
+            return Err(403);
+        }
+        // An IPv4-mapped IPv6 peer is an IPv4 peer that an IPv6 relay socket cannot
+        // reach: a permission for it would be granted and never work.
+        let mapped = matches!(peer, SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some());
+        if mapped || self.allocations[index].relay_for(&peer).is_none() {
             return Err(443);
         }
-        match self.settings.policy.classify(peer) {
-            Verdict::Allow => Ok(()),
-            Verdict::Deny(why) => {
-                self.stats.denied();
-                tracing::info!(reason = ?why, "peer refused by policy");
-                Err(403)
-            }
-        }
+        Ok(())
     }
 
     fn create_permission(

@@ -124,6 +124,17 @@ impl RelayIo for Binder<'_> {
     }
 }
 
+/// Sends one datagram now, without waiting for readiness; a full socket buffer is an
+/// error (the caller drops and counts the datagram, as UDP would).
+///
+/// tokio's `try_send_to` answers `WouldBlock` until its reactor has once seen the
+/// socket writable, which loses the first datagram on a relay socket bound within
+/// the same batch of work. A plain non-blocking `sendto` has no such state.
+#[inline]
+pub fn send_now(socket: &UdpSocket, payload: &[u8], to: SocketAddr) -> io::Result<usize> {
+    socket2::SockRef::from(socket).send_to(payload, &to.into())
+}
+
 fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     let domain = Domain::for_address(addr);
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;

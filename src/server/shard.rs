@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-use super::relay_socket::{MAX_DATAGRAM, RelayBinding, RelaySocket};
+use super::relay_socket::{MAX_DATAGRAM, RelayBinding, RelaySocket, send_now};
 use super::stream::{self, StreamOut, StreamSettings};
 use super::udp;
 use crate::auth::NonceKey;
@@ -33,7 +33,7 @@ impl ClientLink {
     pub fn send(&self, bytes: &[u8], client: SocketAddr, stats: &Stats) {
         match self {
             ClientLink::Udp(socket) => {
-                if socket.try_send_to(bytes, client).is_err() {
+                if send_now(socket, bytes, client).is_err() {
                     stats.discard(DropReason::SendFailed);
                 }
             }

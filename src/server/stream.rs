@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use super::limits::ConnectionLimits;
-use super::relay_socket::Binder;
+use super::relay_socket::{Binder, send_now};
 use super::shard::{ClientLink, Shard};
 use crate::proto::stream::{FrameError, next_frame};
 use crate::relay::{ClientAction, FiveTuple, Now, Transport};
@@ -238,7 +238,7 @@ fn handle_frame(
             peer,
             payload,
         } => {
-            if socket.socket.try_send_to(payload, peer).is_err() {
+            if send_now(&socket.socket, payload, peer).is_err() {
                 shard.stats.discard(DropReason::SendFailed);
             }
         }

@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use tokio::net::UdpSocket;
 
-use super::relay_socket::Binder;
+use super::relay_socket::{Binder, send_now};
 use super::shard::{ClientLink, Shard};
 use crate::relay::{ClientAction, FiveTuple, Now, Transport};
 use crate::stats::DropReason;
@@ -50,7 +50,7 @@ pub async fn serve(shard: Rc<Shard>, socket: Rc<UdpSocket>) {
             ) {
                 ClientAction::None => {}
                 ClientAction::Reply(n) => {
-                    if socket.try_send_to(&out[..n], from).is_err() {
+                    if send_now(&socket, &out[..n], from).is_err() {
                         shard.stats.discard(DropReason::SendFailed);
                     }
                 }
@@ -59,7 +59,7 @@ pub async fn serve(shard: Rc<Shard>, socket: Rc<UdpSocket>) {
                     peer,
                     payload,
                 } => {
-                    if relay.socket.try_send_to(payload, peer).is_err() {
+                    if send_now(&relay.socket, payload, peer).is_err() {
                         shard.stats.discard(DropReason::SendFailed);
                     }
                 }
