@@ -26,6 +26,8 @@ pub struct Daemon {
     pub tcp: Vec<SocketAddr>,
     /// TLS listen addresses, as logged by the daemon.
     pub tls: Vec<SocketAddr>,
+    /// The metrics endpoint, if enabled.
+    pub metrics: Option<SocketAddr>,
     /// Every log line so far (stderr).
     pub log: Arc<Mutex<Vec<String>>>,
     dir: PathBuf,
@@ -112,6 +114,7 @@ impl Daemon {
             udp: Vec::new(),
             tcp: Vec::new(),
             tls: Vec::new(),
+            metrics: None,
             log,
             dir,
             lines: rx,
@@ -139,6 +142,13 @@ impl Daemon {
                     if let Some(Ok(a)) = addr.map(str::parse) {
                         list.push(a);
                     }
+                }
+                let metrics = line
+                    .split("metrics=")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next());
+                if let Some(Ok(a)) = metrics.map(str::parse) {
+                    daemon.metrics = Some(a);
                 }
             }
             if line.contains(" ready") {
@@ -271,6 +281,34 @@ pub fn credentials(id: &str, ttl: i64) -> (String, String) {
     mac.update(username.as_bytes());
     let password = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     (username, password)
+}
+
+/// A plain HTTP/1.0 GET on loopback (bounded); returns status code and body.
+pub fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("HTTP status");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// A UDP echo peer on 127.0.0.1 that answers every datagram (bounded: it stops after
