@@ -114,14 +114,17 @@ impl Collector for ShardCollector {
                 None,
                 MetricType::Histogram,
             )?;
-            let mut cumulative = 0u64;
+            // The encoder accumulates: hand it each bucket's own count, and the rest
+            // (allocations longer than the last bound) as the +Inf bucket.
             let mut buckets = Vec::with_capacity(DURATION_BUCKETS.len() + 1);
+            let mut bucketed = 0u64;
             for (i, upper) in DURATION_BUCKETS.iter().enumerate() {
-                cumulative += self.sum(|s| load(&s.duration_buckets[i]));
-                buckets.push((*upper, cumulative));
+                let n = self.sum(|s| load(&s.duration_buckets[i]));
+                bucketed += n;
+                buckets.push((*upper, n));
             }
             let count = self.sum(|s| load(&s.duration_count));
-            buckets.push((f64::INFINITY, count));
+            buckets.push((f64::INFINITY, count.saturating_sub(bucketed)));
             let sum = self.sum(|s| load(&s.duration_sum_millis)) as f64 / 1000.0;
             m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
         }
@@ -383,4 +386,51 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn line<'a>(text: &'a str, series: &str) -> &'a str {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).map(str::trim))
+            .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_once() {
+        let a = Arc::new(Stats::default());
+        let b = Arc::new(Stats::default());
+        a.allocation_lived(Duration::from_secs(5));
+        b.allocation_lived(Duration::from_secs(100));
+        b.allocation_lived(Duration::from_secs(200_000));
+        let text = Endpoint::new(vec![a, b], false, None, Arc::default()).render_text();
+        let bucket = |le: &str| {
+            line(
+                &text,
+                &format!("tarn_allocation_duration_seconds_bucket{{le=\"{le}\"}}"),
+            )
+        };
+        assert_eq!(bucket("10"), "1");
+        assert_eq!(bucket("60"), "1");
+        assert_eq!(bucket("300"), "2");
+        assert_eq!(bucket("86400"), "2");
+        assert_eq!(bucket("+Inf"), "3");
+        assert_eq!(line(&text, "tarn_allocation_duration_seconds_count"), "3");
+        assert_eq!(text.matches("le=\"+Inf\"").count(), 1);
+    }
+
+    #[test]
+    fn version_only_when_enabled_and_no_free_text_labels() {
+        let text = Endpoint::new(vec![Arc::default()], false, None, Arc::default()).render_text();
+        assert!(text.contains("tarn_build_info 1"));
+        assert!(!text.contains(env!("CARGO_PKG_VERSION")));
+        let text = Endpoint::new(vec![Arc::default()], true, None, Arc::default()).render_text();
+        assert!(text.contains(&format!(
+            "tarn_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
 }

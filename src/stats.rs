@@ -109,7 +109,8 @@ pub struct Stats {
     pub allocations_active: [[AtomicI64; FamilyLabel::COUNT]; TransportLabel::COUNT],
     pub permissions_active: AtomicI64,
     pub channels_active: AtomicI64,
-    /// Ended allocations per duration bucket (not cumulative; the last catches the rest).
+    /// Ended allocations per duration bucket (not cumulative); longer ones only count
+    /// in `duration_count`, which the exposition turns into the +Inf bucket.
     pub duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
     pub duration_sum_millis: AtomicU64,
     pub duration_count: AtomicU64,

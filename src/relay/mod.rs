@@ -38,7 +38,7 @@ pub const PEER_HEADROOM: usize = 48;
 pub const PEER_TAILROOM: usize = 4;
 
 /// How often expired state is swept.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a port reserved by EVEN-PORT with the R bit stays reserved (RFC 8656 7.2: about 30 s).
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
@@ -331,7 +331,9 @@ impl<S, C: Clone> Core<S, C> {
         }
     }
 
-    /// Send indication: relay its DATA to its XOR-PEER-ADDRESS if a permission exists.
+    /// Send indication: relay its DATA to its XOR-PEER-ADDRESS if policy allows that
+    /// exact transport address (permissions are per IP, and the own-port loop
+    /// protection is per port) and a permission exists.
     fn send_indication<'s, 'd>(
         &'s mut self,
         now: Now,
@@ -358,6 +360,11 @@ impl<S, C: Clone> Core<S, C> {
         };
         if !alloc.permits(peer.ip(), now.mono) {
             self.stats.discard(DropReason::NoPermission);
+            return ClientAction::None;
+        }
+        if !self.settings.policy.classify(peer).is_allowed() {
+            self.stats.discard(DropReason::PeerDenied);
+            self.stats.denied();
             return ClientAction::None;
         }
         let Some(relay) = alloc.relay_for(&peer) else {
@@ -460,10 +467,9 @@ impl<S, C: Clone> Core<S, C> {
     }
 
     /// Expires allocations, permissions, channels and reservations.
+    /// The edge calls this about once per [`SWEEP_INTERVAL`] (or at [`Core::poll_timeout`]);
+    /// every call sweeps, so a tick that comes a little early is not skipped.
     pub fn handle_timeout(&mut self, now: Now) {
-        if self.next_sweep.is_some_and(|t| now.mono < t) {
-            return;
-        }
         self.next_sweep = Some(now.mono + SWEEP_INTERVAL);
         let expired: Vec<usize> = self
             .allocations

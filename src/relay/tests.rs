@@ -97,6 +97,13 @@ struct Harness {
 }
 
 fn settings(max_per_user: u32) -> (Arc<Settings>, Arc<Quotas>) {
+    settings_with(
+        max_per_user,
+        PeerPolicy::new(Vec::new(), false, OwnAddresses::default()),
+    )
+}
+
+fn settings_with(max_per_user: u32, policy: PeerPolicy) -> (Arc<Settings>, Arc<Quotas>) {
     let s = Settings {
         realm: REALM.into(),
         software: None,
@@ -111,7 +118,7 @@ fn settings(max_per_user: u32) -> (Arc<Settings>, Arc<Quotas>) {
         channel_lifetime: Duration::from_secs(600),
         permissions_per_allocation: 4,
         channels_per_allocation: 2,
-        policy: PeerPolicy::new(Vec::new(), false, OwnAddresses::default()),
+        policy,
         external_v4: None,
         external_v6: None,
     };
@@ -737,4 +744,57 @@ fn garbage_never_panics_and_is_counted() {
         let _ = h.send(client(1), &bytes);
     }
     assert_eq!(h.core.allocation_count(), 0);
+}
+
+#[test]
+fn send_indications_obey_the_policy_per_port() {
+    // 127.0.0.1 allowed (a loopback peer) but its listen port is the daemon's own.
+    let own = OwnAddresses {
+        ips: vec!["127.0.0.1".parse().unwrap()],
+        ports: vec![3478],
+        relay_ports: 60000..=60010,
+    };
+    let policy = PeerPolicy::new(vec!["127.0.0.1/32".parse().unwrap()], false, own);
+    let (settings, quotas) = settings_with(10, policy);
+    let stats = Arc::new(Stats::default());
+    let mut h = Harness {
+        core: Core::new(
+            settings,
+            Arc::new(NonceKey::random()),
+            quotas,
+            Arc::clone(&stats),
+        ),
+        io: FakeIo::new(),
+        now: Now::read(),
+        stats,
+        out: vec![0u8; 2048],
+    };
+    let ft = client(1);
+    let creds = h.login(ft, "loop");
+    assert!(is_success(&h.allocate(ft, &creds)));
+    let echo: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    assert!(is_success(&permission(&mut h, ft, &creds, echo)));
+    let send = |to: SocketAddr| {
+        build(
+            Method::SEND,
+            Class::Indication,
+            TransactionId([3; 12]),
+            None,
+            |w| {
+                w.xor_address(attr::XOR_PEER_ADDRESS, to).unwrap();
+                w.attr(attr::DATA, b"x").unwrap();
+            },
+        )
+    };
+    assert!(matches!(h.send(ft, &send(echo)), Reply::Relay(..)));
+    let own_port: SocketAddr = "127.0.0.1:3478".parse().unwrap();
+    assert!(
+        matches!(h.send(ft, &send(own_port)), Reply::None),
+        "own listener refused"
+    );
+    assert_eq!(
+        Stats::get(&h.stats.dropped[DropReason::PeerDenied as usize]),
+        1
+    );
+    assert_eq!(Stats::get(&h.stats.peer_denied), 1);
 }
