@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub software: String,
     /// Where a generated secret is kept; empty means `$STATE_DIRECTORY`, else a default.
     pub state_directory: PathBuf,
+    /// Seconds a SIGTERM waits for allocations to end; 0 stops at once.
+    pub drain_timeout: u64,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +70,7 @@ impl Default for ServerConfig {
             threads: 0,
             software: String::new(),
             state_directory: PathBuf::new(),
+            drain_timeout: 60,
         }
     }
 }
@@ -165,6 +168,8 @@ pub struct LimitsConfig {
     pub max_allocations: u32,
     /// Allocations per REST username (486 beyond).
     pub allocations_per_user: u32,
+    /// Allocations per client IPv4 address or IPv6 /64 (486 beyond).
+    pub allocations_per_address: u32,
     /// Permissions per allocation (508 beyond).
     pub permissions_per_allocation: u32,
     /// Channel bindings per allocation (508 beyond).
@@ -176,6 +181,14 @@ pub struct LimitsConfig {
     /// Seconds a TCP/TLS connection without an allocation may stay silent.
     #[serde(deserialize_with = "positive_u64")]
     pub idle_timeout: u64,
+    /// Unauthenticated answers (Binding, 401, ...) per second per source prefix; 0: unlimited.
+    pub unauthenticated_rate: u32,
+    /// Burst allowed above `unauthenticated_rate`.
+    pub unauthenticated_burst: u32,
+    /// Relayed kilobits per second per allocation, both directions; 0: unlimited.
+    pub allocation_bandwidth_kbps: u64,
+    /// Relayed kilobits per second for the whole process; 0: unlimited.
+    pub total_bandwidth_kbps: u64,
 }
 
 impl Default for LimitsConfig {
@@ -183,11 +196,16 @@ impl Default for LimitsConfig {
         Self {
             max_allocations: 10_000,
             allocations_per_user: 64,
+            allocations_per_address: 256,
             permissions_per_allocation: 32,
             channels_per_allocation: 32,
             max_connections: 8192,
             connections_per_address: 256,
             idle_timeout: 30,
+            unauthenticated_rate: 100,
+            unauthenticated_burst: 200,
+            allocation_bandwidth_kbps: 20_000,
+            total_bandwidth_kbps: 0,
         }
     }
 }
@@ -377,6 +395,9 @@ impl Config {
             && (name.is_empty() || name.contains('='))
         {
             return Err(format!("auth.secret_env: `{name}` is not a variable name"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(format!("log.level: `{}` is not a filter: {e}", self.log.level));
         }
         if self.server.realm.len() > 763 {
             return Err("server.realm: at most 763 bytes".into());

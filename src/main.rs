@@ -79,8 +79,8 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_logging(&config);
-            match tarn::server::run(config) {
+            let log_reload = init_logging(&config);
+            match tarn::server::run(config, cli.config.clone(), Some(log_reload)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -101,18 +101,30 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
     }
 }
 
-fn init_logging(config: &Config) {
+/// Installs the subscriber; returns how to change its filter on reload (`RUST_LOG`,
+/// when set, wins at start-up and is kept on reload).
+fn init_logging(config: &Config) -> tarn::server::LogReload {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let from_env = std::env::var("RUST_LOG").is_ok();
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match config.log.format {
-        LogFormat::Text => builder.with_ansi(false).init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(fmt.with_ansi(false)).init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
     }
+    Box::new(move |level: &str| {
+        if from_env {
+            return Ok(());
+        }
+        let filter = EnvFilter::try_new(level).map_err(|e| format!("log.level: {e}"))?;
+        handle.reload(filter).map_err(|e| format!("log.level: {e}"))
+    })
 }
 
 fn credentials(

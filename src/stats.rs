@@ -66,6 +66,7 @@ label_enum!(
     QuotaKind {
         Total => "total",
         PerUser => "per_user",
+        PerAddress => "per_address",
         Permissions => "permissions",
         Channels => "channels",
         Ports => "ports",
@@ -85,6 +86,8 @@ label_enum!(
         TooLarge => "too_large",
         ConnectionLimit => "connection_limit",
         TlsHandshake => "tls_handshake",
+        RateLimited => "rate_limited",
+        Bandwidth => "bandwidth",
     }
 );
 label_enum!(

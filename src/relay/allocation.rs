@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use super::{FiveTuple, quota::QuotaSlot};
+use super::{FiveTuple, quota::QuotaSlot, ratelimit::TokenBucket};
 use crate::proto::{Family, TransactionId};
 
 /// A relay socket of an allocation, with the address it announces.
@@ -50,6 +50,8 @@ pub struct Allocation<S, C> {
     pub allocate_tid: TransactionId,
     pub permissions: Vec<Permission>,
     pub channels: Vec<Channel>,
+    /// Relayed bytes budget (both directions).
+    pub bandwidth: TokenBucket,
 }
 
 /// Index of a family in [`Allocation::relays`].

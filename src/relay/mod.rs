@@ -12,12 +12,14 @@
 
 mod allocation;
 pub mod quota;
+pub mod ratelimit;
 mod requests;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -30,6 +32,7 @@ use crate::stats::{Direction, DropReason, FamilyLabel, Stats, TransportLabel};
 use allocation::family_index;
 pub use allocation::{Allocation, Channel, Permission, Relay};
 pub use quota::Quotas;
+use ratelimit::{SourceLimiter, TokenBucket};
 
 /// Room the edge must leave in front of a peer datagram so the core can write a
 /// ChannelData or Data indication header in place (20 + 24 + 4 bytes for IPv6).
@@ -172,6 +175,44 @@ pub struct Settings {
     /// Announced instead of the bound relay IP, per family (NAT'd hosts).
     pub external_v4: Option<IpAddr>,
     pub external_v6: Option<IpAddr>,
+    /// Unauthenticated answers per second per source prefix (0: unlimited), and burst.
+    pub unauthenticated_rate: f64,
+    pub unauthenticated_burst: f64,
+    /// Relayed payload bytes per second per allocation, both directions together (0: unlimited).
+    pub allocation_bandwidth: f64,
+    /// Relayed payload bytes per second for this core's share of the process total (0: unlimited).
+    pub shard_bandwidth: f64,
+}
+
+impl Settings {
+    /// Settings with every limit at a permissive value, for tests and tools.
+    pub fn permissive(realm: &str, secrets: Vec<Secret>, policy: PeerPolicy) -> Self {
+        Self {
+            realm: realm.to_string(),
+            software: None,
+            secrets,
+            nonce_lifetime: 3600,
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            permissions_per_allocation: 32,
+            channels_per_allocation: 32,
+            policy,
+            external_v4: None,
+            external_v6: None,
+            unauthenticated_rate: 0.0,
+            unauthenticated_burst: 0.0,
+            allocation_bandwidth: 0.0,
+            shard_bandwidth: 0.0,
+        }
+    }
+}
+
+/// Burst of a bandwidth bucket: one second of traffic, and never less than one
+/// maximal datagram, so a limit cannot make large datagrams impossible.
+fn bandwidth_burst(rate: f64) -> f64 {
+    rate.max(65_535.0)
 }
 
 /// What to do with a datagram that came from a client.
@@ -233,6 +274,12 @@ pub struct Core<S, C> {
     next_generation: u32,
     next_sweep: Option<Instant>,
     rng: u64,
+    /// Unauthenticated answers per source prefix.
+    unauthenticated: SourceLimiter,
+    /// This core's share of the process-wide relay bandwidth.
+    bandwidth: TokenBucket,
+    /// Set when the daemon drains: new allocations are refused.
+    draining: Arc<AtomicBool>,
 }
 
 impl<S, C: Clone> Core<S, C> {
@@ -254,11 +301,53 @@ impl<S, C: Clone> Core<S, C> {
             next_generation: 0,
             next_sweep: None,
             rng: rand::random::<u64>() | 1,
+            unauthenticated: SourceLimiter::new(f64::MAX, Instant::now()),
+            bandwidth: TokenBucket::new(f64::MAX, Instant::now()),
+            draining: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// Replaces the settings (reload); existing allocations keep running.
+    /// Shares the process's drain flag with this core.
+    pub fn set_drain_flag(&mut self, draining: Arc<AtomicBool>) {
+        self.draining = draining;
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Charges `bytes` of relayed payload to an allocation and to this core's share;
+    /// false when either is over its limit.
+    #[inline]
+    fn charge(
+        bandwidth: &mut TokenBucket,
+        alloc: &mut TokenBucket,
+        settings: &Settings,
+        bytes: usize,
+        now: Instant,
+    ) -> bool {
+        let cost = bytes as f64;
+        let a = settings.allocation_bandwidth;
+        let s = settings.shard_bandwidth;
+        alloc.take(cost, a, bandwidth_burst(a), now) && bandwidth.take(cost, s, bandwidth_burst(s), now)
+    }
+
+    /// Replaces the settings (reload). Allocations keep running; permissions and
+    /// channels whose peers the new policy refuses are removed at once.
     pub fn set_settings(&mut self, settings: Arc<Settings>) {
+        let policy = &settings.policy;
+        let (mut perms, mut chans) = (0i64, 0i64);
+        for (_, alloc) in self.allocations.iter_mut() {
+            let before = (alloc.permissions.len(), alloc.channels.len());
+            alloc
+                .permissions
+                .retain(|p| policy.classify(SocketAddr::new(p.ip, 0)).is_allowed());
+            alloc.channels.retain(|c| policy.classify(c.peer).is_allowed());
+            perms += (before.0 - alloc.permissions.len()) as i64;
+            chans += (before.1 - alloc.channels.len()) as i64;
+        }
+        self.stats.permissions_active(-perms);
+        self.stats.channels_active(-chans);
         self.settings = settings;
     }
 
@@ -305,7 +394,7 @@ impl<S, C: Clone> Core<S, C> {
         let Some(alloc) = self
             .by_five_tuple
             .get(five_tuple)
-            .and_then(|&i| self.allocations.get(i))
+            .and_then(|&i| self.allocations.get_mut(i))
         else {
             self.stats.discard(DropReason::NoAllocation);
             return ClientAction::None;
@@ -317,6 +406,16 @@ impl<S, C: Clone> Core<S, C> {
         let peer = channel.peer;
         if !alloc.permits(peer.ip(), now.mono) {
             self.stats.discard(DropReason::NoPermission);
+            return ClientAction::None;
+        }
+        if !Self::charge(
+            &mut self.bandwidth,
+            &mut alloc.bandwidth,
+            &self.settings,
+            frame.data.len(),
+            now.mono,
+        ) {
+            self.stats.discard(DropReason::Bandwidth);
             return ClientAction::None;
         }
         let Some(relay) = alloc.relay_for(&peer) else {
@@ -353,13 +452,23 @@ impl<S, C: Clone> Core<S, C> {
         let Some(alloc) = self
             .by_five_tuple
             .get(five_tuple)
-            .and_then(|&i| self.allocations.get(i))
+            .and_then(|&i| self.allocations.get_mut(i))
         else {
             self.stats.discard(DropReason::NoAllocation);
             return ClientAction::None;
         };
         if !alloc.permits(peer.ip(), now.mono) {
             self.stats.discard(DropReason::NoPermission);
+            return ClientAction::None;
+        }
+        if !Self::charge(
+            &mut self.bandwidth,
+            &mut alloc.bandwidth,
+            &self.settings,
+            data.len(),
+            now.mono,
+        ) {
+            self.stats.discard(DropReason::Bandwidth);
             return ClientAction::None;
         }
         if !self.settings.policy.classify(peer).is_allowed() {
@@ -394,7 +503,7 @@ impl<S, C: Clone> Core<S, C> {
     ) -> PeerAction<'_, C> {
         let Some(alloc) = self
             .allocations
-            .get(key.index as usize)
+            .get_mut(key.index as usize)
             .filter(|a| a.generation == key.generation && a.expires > now.mono)
         else {
             self.stats.discard(DropReason::NoAllocation);
@@ -406,6 +515,10 @@ impl<S, C: Clone> Core<S, C> {
         }
         if !alloc.permits(peer.ip(), now.mono) {
             self.stats.discard(DropReason::NoPermission);
+            return PeerAction::None;
+        }
+        if !Self::charge(&mut self.bandwidth, &mut alloc.bandwidth, &self.settings, len, now.mono) {
+            self.stats.discard(DropReason::Bandwidth);
             return PeerAction::None;
         }
         let stream = alloc.five_tuple.transport.is_stream();

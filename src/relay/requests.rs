@@ -160,6 +160,21 @@ impl<S, C: Clone> Core<S, C> {
     ) -> usize {
         let method = req.msg.method();
         let label = method_label(method);
+        // Anyone without an allocation gets answers at a bounded rate per source
+        // prefix: no state is created for them, and the answers cannot be used to
+        // amplify a flood or to make the server burn HMACs.
+        if !self.by_five_tuple.contains_key(&five_tuple) {
+            let s = &self.settings;
+            if !self.unauthenticated.allow(
+                five_tuple.client.ip(),
+                s.unauthenticated_rate,
+                s.unauthenticated_burst,
+                now.mono,
+            ) {
+                self.stats.discard(DropReason::RateLimited);
+                return 0;
+            }
+        }
         let mut unknown = [0u16; 8];
         let n = req.msg.unknown_comprehension_required(KNOWN, &mut unknown);
         if n > 0 {
@@ -321,6 +336,10 @@ impl<S, C: Clone> Core<S, C> {
                 _ => Outcome::Error(437),
             };
         }
+        if self.is_draining() {
+            // Shutting down: existing allocations keep relaying, new ones go elsewhere.
+            return Outcome::Error(508);
+        }
         let Some(transport) = msg.get(attr::REQUESTED_TRANSPORT) else {
             return Outcome::Error(400);
         };
@@ -368,7 +387,7 @@ impl<S, C: Clone> Core<S, C> {
         if additional == Some(Family::V4) {
             return Outcome::Error(400);
         }
-        let slot = match self.quotas.acquire(authed.username) {
+        let slot = match self.quotas.acquire(authed.username, five_tuple.client.ip()) {
             Ok(slot) => slot,
             Err(kind) => {
                 self.stats.quota(kind);
@@ -460,6 +479,7 @@ impl<S, C: Clone> Core<S, C> {
             allocate_tid: tid,
             permissions: Vec::new(),
             channels: Vec::new(),
+            bandwidth: super::ratelimit::TokenBucket::new(f64::MAX, now.mono),
         };
         let transport = five_tuple.transport.label();
         for family in alloc.families() {

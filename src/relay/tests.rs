@@ -121,8 +121,12 @@ fn settings_with(max_per_user: u32, policy: PeerPolicy) -> (Arc<Settings>, Arc<Q
         policy,
         external_v4: None,
         external_v6: None,
+        unauthenticated_rate: 0.0,
+        unauthenticated_burst: 0.0,
+        allocation_bandwidth: 0.0,
+        shard_bandwidth: 0.0,
     };
-    (Arc::new(s), Quotas::new(100, max_per_user))
+    (Arc::new(s), Quotas::new(100, max_per_user, 100))
 }
 
 fn client(n: u16) -> FiveTuple {

@@ -4,38 +4,34 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Connection counters.
 #[derive(Debug)]
 pub struct ConnectionLimits {
-    max_total: u32,
-    per_source: u32,
+    max_total: AtomicU32,
+    per_source: AtomicU32,
     state: Mutex<(u32, HashMap<IpAddr, u32>)>,
 }
 
-/// The key a source address is counted under.
-pub fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
+/// The key a source address is counted under (shared with the allocation quotas).
+pub use crate::relay::ratelimit::source_prefix as source_key;
 
 impl ConnectionLimits {
     /// New counters.
     pub fn new(max_total: u32, per_source: u32) -> Arc<Self> {
         Arc::new(Self {
-            max_total,
-            per_source,
+            max_total: AtomicU32::new(max_total),
+            per_source: AtomicU32::new(per_source),
             state: Mutex::new((0, HashMap::new())),
         })
+    }
+
+    /// Changes the caps (reload); connections above a lowered cap stay open.
+    pub fn set_limits(&self, max_total: u32, per_source: u32) {
+        self.max_total.store(max_total, Ordering::Relaxed);
+        self.per_source.store(per_source, Ordering::Relaxed);
     }
 
     /// Admits one more connection from `ip`, or refuses it.
@@ -43,11 +39,11 @@ impl ConnectionLimits {
         let key = source_key(ip);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (total, sources) = &mut *state;
-        if *total >= self.max_total {
+        if *total >= self.max_total.load(Ordering::Relaxed) {
             return None;
         }
         let held = sources.entry(key).or_insert(0);
-        if *held >= self.per_source {
+        if *held >= self.per_source.load(Ordering::Relaxed) {
             return None;
         }
         *held += 1;

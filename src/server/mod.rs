@@ -7,6 +7,7 @@
 //! keeps a client's 5-tuple on one shard. The main thread waits for signals.
 
 mod addresses;
+mod control;
 mod limits;
 mod relay_socket;
 mod shard;
@@ -17,6 +18,7 @@ mod udp;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,10 +27,10 @@ use tokio::sync::watch;
 
 use crate::auth::NonceKey;
 use crate::config::Config;
-use crate::policy::PeerPolicy;
-use crate::relay::{Quotas, Settings};
+use crate::relay::Quotas;
 use crate::stats::Stats;
 pub use addresses::RelayIps;
+pub use control::LogReload;
 use relay_socket::RelayBinding;
 
 /// The realm: `server.realm`, or the host name.
@@ -43,8 +45,13 @@ pub fn realm(config: &Config) -> String {
         .unwrap_or_else(|| "tarn".to_string())
 }
 
-/// Runs the daemon until SIGINT or SIGTERM.
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// Runs the daemon until SIGINT or SIGTERM (and the drain that follows).
+/// `config_path` is re-read on SIGHUP; `log_reload` applies a new log filter.
+pub fn run(
+    config: Config,
+    config_path: Option<std::path::PathBuf>,
+    log_reload: Option<LogReload>,
+) -> anyhow::Result<()> {
     crate::redact::set_mode(config.log.client_addresses);
     let loaded = crate::secrets::load(&config).map_err(anyhow::Error::msg)?;
     let threads = match config.server.threads {
@@ -110,39 +117,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     };
 
     let relay_ips = addresses::relay_ips(&config);
-    let own = addresses::own_addresses(
-        &config,
-        &relay_ips,
-        &[listening.as_slice(), &listening_tcp, &listening_tls].concat(),
-    );
-    let external = |v4: bool| {
-        config
-            .server
-            .external_address
-            .iter()
-            .copied()
-            .find(|ip| ip.is_ipv4() == v4)
-    };
-    let settings = Arc::new(Settings {
-        realm: realm(&config),
-        software: Some(config.server.software.clone()).filter(|s| !s.is_empty()),
-        secrets: loaded.secrets,
-        nonce_lifetime: config.auth.nonce_lifetime,
-        default_lifetime: Duration::from_secs(config.allocation.default_lifetime),
-        max_lifetime: Duration::from_secs(config.allocation.max_lifetime),
-        permission_lifetime: Duration::from_secs(config.allocation.permission_lifetime),
-        channel_lifetime: Duration::from_secs(config.allocation.channel_lifetime),
-        permissions_per_allocation: config.limits.permissions_per_allocation as usize,
-        channels_per_allocation: config.limits.channels_per_allocation as usize,
-        policy: PeerPolicy::new(config.peers.allow.clone(), config.peers.allow_only, own),
-        external_v4: external(true),
-        external_v6: external(false),
-    });
+    let listening_all = [listening.as_slice(), &listening_tcp, &listening_tls].concat();
+    let own = addresses::own_addresses(&config, &relay_ips, &listening_all);
+    let settings = Arc::new(control::build_settings(&config, loaded.secrets, own, threads));
     let nonce_key = Arc::new(NonceKey::random());
     let quotas = Quotas::new(
         config.limits.max_allocations,
         config.limits.allocations_per_user,
+        config.limits.allocations_per_address,
     );
+    let (settings_tx, settings_rx) = watch::channel(Arc::clone(&settings));
+    let draining = Arc::new(AtomicBool::new(false));
     let binding = RelayBinding {
         v4: relay_ips.v4,
         v6: relay_ips.v6,
@@ -161,7 +146,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let signals = runtime.block_on(async { Signals::install() })?;
+    let signals = runtime.block_on(async { control::Signals::install() })?;
 
     let (stop, stopped) = watch::channel(false);
     let mut handles = Vec::new();
@@ -170,7 +155,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let stats = Arc::new(Stats::default());
         shard_stats.push(Arc::clone(&stats));
         let start = shard::ShardStart {
-            settings: Arc::clone(&settings),
+            settings: settings_rx.clone(),
+            draining: Arc::clone(&draining),
             nonce_key: Arc::clone(&nonce_key),
             quotas: Arc::clone(&quotas),
             binding: binding.clone(),
@@ -227,7 +213,21 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     {
         runtime.spawn(Arc::clone(store).watch(Duration::from_secs(config.tls.reload_interval)));
     }
-    runtime.block_on(signals.wait_for_stop(certs.clone()));
+    let control = control::Control {
+        config_path,
+        relay_ips,
+        listening: listening_all,
+        shards: threads,
+        settings: settings_tx,
+        quotas: Arc::clone(&quotas),
+        connections: Arc::clone(&streams.limits),
+        certs: certs.clone(),
+        draining,
+        health,
+        log_reload,
+        config,
+    };
+    runtime.block_on(control.run(signals));
     tracing::info!("stopping");
     let _ = stop.send(true);
     for handle in handles {
@@ -294,38 +294,3 @@ fn bind_udp(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::UdpSocke
     Ok(sockets)
 }
 
-/// The signals the daemon reacts to.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> io::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-        })
-    }
-
-    async fn wait_for_stop(mut self, certs: Option<Arc<tls::CertStore>>) {
-        loop {
-            tokio::select! {
-                _ = self.term.recv() => return,
-                _ = self.int.recv() => return,
-                _ = self.hup.recv() => {
-                    match &certs {
-                        Some(store) => {
-                            tracing::info!("SIGHUP: reloading the TLS certificate");
-                            store.reload();
-                        }
-                        None => tracing::info!("SIGHUP: nothing to reload"),
-                    }
-                }
-            }
-        }
-    }
-}

@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
@@ -75,7 +76,10 @@ impl Shard {
 
 /// What a shard thread starts with.
 pub struct ShardStart {
-    pub settings: Arc<Settings>,
+    /// The current settings; a reload sends a new snapshot.
+    pub settings: watch::Receiver<Arc<Settings>>,
+    /// Set while the daemon drains.
+    pub draining: Arc<AtomicBool>,
     pub nonce_key: Arc<NonceKey>,
     pub quotas: Arc<Quotas>,
     pub binding: RelayBinding,
@@ -95,7 +99,8 @@ pub fn run(start: ShardStart) -> std::io::Result<()> {
         .build()?;
     let local = tokio::task::LocalSet::new();
     let ShardStart {
-        settings,
+        mut settings,
+        draining,
         nonce_key,
         quotas,
         binding,
@@ -109,7 +114,13 @@ pub fn run(start: ShardStart) -> std::io::Result<()> {
     } = start;
     local.block_on(&runtime, async move {
         // The core holds `Rc`s, so it is made on the thread that runs it.
-        let core = Core::new(settings, nonce_key, quotas, Arc::clone(&stats));
+        let mut core = Core::new(
+            Arc::clone(&settings.borrow_and_update()),
+            nonce_key,
+            quotas,
+            Arc::clone(&stats),
+        );
+        core.set_drain_flag(draining);
         let shard = Shard::new(core, binding, stats);
         for socket in sockets {
             let socket = UdpSocket::from_std(socket)?;
@@ -137,6 +148,13 @@ pub fn run(start: ShardStart) -> std::io::Result<()> {
             }
         }
         tokio::task::spawn_local(sweep(Rc::clone(&shard)));
+        let reload = Rc::clone(&shard);
+        tokio::task::spawn_local(async move {
+            while settings.changed().await.is_ok() {
+                let new = Arc::clone(&settings.borrow_and_update());
+                reload.core.borrow_mut().set_settings(new);
+            }
+        });
         while !*shutdown.borrow_and_update() {
             if shutdown.changed().await.is_err() {
                 break;

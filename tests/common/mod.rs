@@ -56,12 +56,16 @@ relay_address = ["127.0.0.1"]
 relay_ports = "61000-65535"
 threads = 2
 state_directory = "{state}"
+drain_timeout = 0
 
 [auth]
 secrets = ["{SECRET}"]
 
 [peers]
 allow = ["127.0.0.1/32"]
+
+[limits]
+unauthenticated_rate = 0
 
 [metrics]
 listen = ""
