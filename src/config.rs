@@ -397,7 +397,10 @@ impl Config {
             return Err(format!("auth.secret_env: `{name}` is not a variable name"));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return Err(format!("log.level: `{}` is not a filter: {e}", self.log.level));
+            return Err(format!(
+                "log.level: `{}` is not a filter: {e}",
+                self.log.level
+            ));
         }
         if self.server.realm.len() > 763 {
             return Err("server.realm: at most 763 bytes".into());

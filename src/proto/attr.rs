@@ -241,7 +241,7 @@ pub fn decode_u64(value: &[u8]) -> Result<u64, AttrError> {
 }
 
 /// Decodes CHANNEL-NUMBER (4 bytes: number + RFFU). The number is returned
-/// unvalidated; checking the 0x4000..=0x4FFF range is the caller's job.
+/// unvalidated; checking the 0x4000..=0x7FFF range is the caller's job.
 pub fn decode_channel_number(value: &[u8]) -> Result<u16, AttrError> {
     let [a, b, _, _] = arr::<4>(value)?;
     Ok(u16::from_be_bytes([a, b]))

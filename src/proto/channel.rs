@@ -9,13 +9,13 @@ pub const CHANNEL_DATA_HEADER_LEN: usize = 4;
 /// A parsed ChannelData message borrowing its payload from the datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChannelData<'a> {
-    /// Channel number (0x4000..=0x4FFF).
+    /// Channel number (0x4000..=0x7FFF).
     pub channel: u16,
     /// Application data (exactly the header's length, padding excluded).
     pub data: &'a [u8],
 }
 
-/// Channel number 0x4000..=0x4FFF, length field <= buf.len()-4 (UDP may carry padding or trailing bytes; they are ignored).
+/// Channel number 0x4000..=0x7FFF, length field <= buf.len()-4 (UDP may carry padding or trailing bytes; they are ignored).
 pub fn parse_channel_data(buf: &[u8]) -> Result<ChannelData<'_>, ParseError> {
     let (&[c0, c1, l0, l1], rest) = buf
         .split_first_chunk::<CHANNEL_DATA_HEADER_LEN>()
@@ -48,7 +48,7 @@ pub fn write_channel_data_header(
 }
 
 /// Writes header + data (+ zero padding to 4 when `pad`), returns bytes written.
-/// Fails with [`EncodeError::InvalidValue`] for a channel outside 0x4000..=0x4FFF.
+/// Fails with [`EncodeError::InvalidValue`] for a channel outside 0x4000..=0x7FFF.
 pub fn encode_channel_data(
     buf: &mut [u8],
     channel: u16,
@@ -113,17 +113,16 @@ mod tests {
             parse_channel_data(&[0x3F, 0xFF, 0, 0]),
             Err(ParseError::BadChannel)
         );
+        // RFC 5766's wider range stays accepted (coturn's client uses it).
+        assert!(parse_channel_data(&[0x50, 0x00, 0, 0]).is_ok());
+        assert!(parse_channel_data(&[0x7F, 0xFF, 0, 0]).is_ok());
         assert_eq!(
-            parse_channel_data(&[0x50, 0x00, 0, 0]),
-            Err(ParseError::BadChannel)
-        );
-        assert_eq!(
-            parse_channel_data(&[0x7F, 0xFF, 0, 0]),
+            parse_channel_data(&[0x80, 0x00, 0, 0]),
             Err(ParseError::BadChannel)
         );
         let mut buf = [0u8; 8];
         assert_eq!(
-            encode_channel_data(&mut buf, 0x5000, b"", true),
+            encode_channel_data(&mut buf, 0x8000, b"", true),
             Err(EncodeError::InvalidValue)
         );
         assert_eq!(

@@ -33,7 +33,7 @@ pub enum ParseError {
     /// The attribute TLVs do not tile the body exactly.
     #[error("malformed attribute")]
     BadAttribute,
-    /// A ChannelData channel number outside 0x4000..=0x4FFF.
+    /// A ChannelData channel number outside 0x4000..=0x7FFF.
     #[error("channel number out of range")]
     BadChannel,
 }
@@ -47,7 +47,7 @@ pub enum EncodeError {
     /// A value (or the whole message) exceeds what its length field can express.
     #[error("value too long")]
     ValueTooLong,
-    /// A value outside its allowed range (error code not 300..=699, channel not 0x4000..=0x4FFF).
+    /// A value outside its allowed range (error code not 300..=699, channel not 0x4000..=0x7FFF).
     #[error("value out of range")]
     InvalidValue,
 }

@@ -45,10 +45,14 @@ pub const MAX_MESSAGE_LEN: usize = HEADER_LEN + 0xFFFF;
 /// First channel number a client may bind (RFC 8656 12).
 pub const CHANNEL_MIN: u16 = 0x4000;
 
-/// Last channel number a client may bind (RFC 8656 12).
-pub const CHANNEL_MAX: u16 = 0x4FFF;
+/// Last channel number a client may bind. RFC 8656 12 narrowed the range to
+/// 0x4000..=0x4FFF, but RFC 5766 clients (coturn's own client among them) pick
+/// numbers up to 0x7FFF, and coturn accepts them; rejecting them would break those
+/// clients for nothing, since ChannelData is still told apart from STUN (00), and
+/// from DTLS/RTP (10, 11) by its first two bits.
+pub const CHANNEL_MAX: u16 = 0x7FFF;
 
-/// Whether `ch` lies in the bindable channel range `0x4000..=0x4FFF`.
+/// Whether `ch` lies in the bindable channel range `0x4000..=0x7FFF`.
 pub const fn is_valid_channel(ch: u16) -> bool {
     ch >= CHANNEL_MIN && ch <= CHANNEL_MAX
 }
@@ -176,7 +180,7 @@ impl Family {
 pub enum Kind {
     /// A STUN message: top two bits 00, at least 20 bytes, magic cookie present.
     Stun,
-    /// ChannelData: first two bytes in 0x4000..=0x4FFF.
+    /// ChannelData: first two bytes in 0x4000..=0x7FFF.
     ChannelData,
     /// Anything else (reserved channel range, DTLS, RTP, garbage, short STUN).
     Other,
@@ -186,8 +190,7 @@ pub enum Kind {
 ///
 /// Top two bits 00 -> [`Kind::Stun`] when the buffer holds at least a header
 /// and the magic cookie matches, else [`Kind::Other`]; a first byte in
-/// 0x40..=0x4F -> [`Kind::ChannelData`]; everything else (including the
-/// reserved 0x5000..=0x7FFF channel range) -> [`Kind::Other`].
+/// 0x40..=0x7F -> [`Kind::ChannelData`]; everything else -> [`Kind::Other`].
 pub fn sniff(buf: &[u8]) -> Kind {
     let Some(&first) = buf.first() else {
         return Kind::Other;
@@ -197,7 +200,7 @@ pub fn sniff(buf: &[u8]) -> Kind {
             Some(c) if buf.len() >= HEADER_LEN && c == MAGIC_COOKIE.to_be_bytes() => Kind::Stun,
             _ => Kind::Other,
         },
-        0b01 if first <= 0x4F => Kind::ChannelData,
+        0b01 => Kind::ChannelData,
         _ => Kind::Other,
     }
 }
@@ -248,8 +251,8 @@ mod tests {
         assert_eq!(sniff(&stun), Kind::Other);
         assert_eq!(sniff(&[0x40, 0x00, 0, 0]), Kind::ChannelData);
         assert_eq!(sniff(&[0x4F, 0xFF]), Kind::ChannelData);
-        assert_eq!(sniff(&[0x50, 0x00, 0, 0]), Kind::Other);
-        assert_eq!(sniff(&[0x7F, 0xFF, 0, 0]), Kind::Other);
+        assert_eq!(sniff(&[0x50, 0x00, 0, 0]), Kind::ChannelData);
+        assert_eq!(sniff(&[0x7F, 0xFF, 0, 0]), Kind::ChannelData);
         assert_eq!(sniff(&[0x80, 0, 0, 0]), Kind::Other);
         assert_eq!(sniff(&[0x16, 0xfe, 0xfd]), Kind::Other);
         assert_eq!(sniff(&[]), Kind::Other);

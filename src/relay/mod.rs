@@ -43,7 +43,7 @@ pub const PEER_TAILROOM: usize = 4;
 /// How often expired state is swept.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a port reserved by EVEN-PORT with the R bit stays reserved (RFC 8656 7.2: about 30 s).
-const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
 /// The time, as the edge read it: a monotonic instant for timers and Unix seconds
 /// for REST credential expiry and nonces.
@@ -156,6 +156,24 @@ pub trait RelayIo {
     ) -> Result<(Self::Socket, SocketAddr), BindError>;
     /// Starts delivering the socket's datagrams to [`Core::handle_peer`] with `key`.
     fn start(&mut self, socket: &mut Self::Socket, key: AllocKey, family: Family);
+    /// Binds exactly `port` and holds it until `expires` for a later Allocate that
+    /// presents the returned RESERVATION-TOKEN (EVEN-PORT with the R bit). Clients
+    /// redeem tokens from another 5-tuple, which may belong to another shard, so
+    /// reservations are process-wide and live at the edge.
+    fn reserve(
+        &mut self,
+        family: Family,
+        port: u16,
+        expires: Instant,
+    ) -> Result<[u8; 8], BindError> {
+        let _ = (family, port, expires);
+        Err(BindError::Exhausted)
+    }
+    /// Takes the socket reserved under `token`, if it is still reserved.
+    fn redeem(&mut self, token: [u8; 8], now: Instant) -> Option<(Self::Socket, SocketAddr)> {
+        let _ = (token, now);
+        None
+    }
 }
 
 /// The limits and parameters a core works with (one snapshot of the configuration).
@@ -243,15 +261,6 @@ pub enum PeerAction<'s, C> {
     },
 }
 
-/// A port reserved by EVEN-PORT with the R bit, waiting for its RESERVATION-TOKEN.
-#[derive(Debug)]
-struct Reservation<S> {
-    token: [u8; 8],
-    socket: S,
-    bound: SocketAddr,
-    expires: Instant,
-}
-
 /// Why an allocation ended (for the log line).
 #[derive(Clone, Copy, Debug)]
 enum EndReason {
@@ -270,7 +279,6 @@ pub struct Core<S, C> {
     stats: Arc<Stats>,
     allocations: Slab<Allocation<S, C>>,
     by_five_tuple: HashMap<FiveTuple, usize>,
-    reservations: Vec<Reservation<S>>,
     next_generation: u32,
     next_sweep: Option<Instant>,
     rng: u64,
@@ -297,7 +305,6 @@ impl<S, C: Clone> Core<S, C> {
             stats,
             allocations: Slab::new(),
             by_five_tuple: HashMap::new(),
-            reservations: Vec::new(),
             next_generation: 0,
             next_sweep: None,
             rng: rand::random::<u64>() | 1,
@@ -329,7 +336,8 @@ impl<S, C: Clone> Core<S, C> {
         let cost = bytes as f64;
         let a = settings.allocation_bandwidth;
         let s = settings.shard_bandwidth;
-        alloc.take(cost, a, bandwidth_burst(a), now) && bandwidth.take(cost, s, bandwidth_burst(s), now)
+        alloc.take(cost, a, bandwidth_burst(a), now)
+            && bandwidth.take(cost, s, bandwidth_burst(s), now)
     }
 
     /// Replaces the settings (reload). Allocations keep running; permissions and
@@ -342,7 +350,9 @@ impl<S, C: Clone> Core<S, C> {
             alloc
                 .permissions
                 .retain(|p| policy.classify(SocketAddr::new(p.ip, 0)).is_allowed());
-            alloc.channels.retain(|c| policy.classify(c.peer).is_allowed());
+            alloc
+                .channels
+                .retain(|c| policy.classify(c.peer).is_allowed());
             perms += (before.0 - alloc.permissions.len()) as i64;
             chans += (before.1 - alloc.channels.len()) as i64;
         }
@@ -517,7 +527,13 @@ impl<S, C: Clone> Core<S, C> {
             self.stats.discard(DropReason::NoPermission);
             return PeerAction::None;
         }
-        if !Self::charge(&mut self.bandwidth, &mut alloc.bandwidth, &self.settings, len, now.mono) {
+        if !Self::charge(
+            &mut self.bandwidth,
+            &mut alloc.bandwidth,
+            &self.settings,
+            len,
+            now.mono,
+        ) {
             self.stats.discard(DropReason::Bandwidth);
             return PeerAction::None;
         }
@@ -572,14 +588,14 @@ impl<S, C: Clone> Core<S, C> {
 
     /// When [`Core::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.allocations.is_empty() && self.reservations.is_empty() {
+        if self.allocations.is_empty() {
             None
         } else {
             self.next_sweep
         }
     }
 
-    /// Expires allocations, permissions, channels and reservations.
+    /// Expires allocations, permissions and channels.
     /// The edge calls this about once per [`SWEEP_INTERVAL`] (or at [`Core::poll_timeout`]);
     /// every call sweeps, so a tick that comes a little early is not skipped.
     pub fn handle_timeout(&mut self, now: Now) {
@@ -601,7 +617,6 @@ impl<S, C: Clone> Core<S, C> {
         }
         self.stats.permissions_active(-(perms as i64));
         self.stats.channels_active(-(chans as i64));
-        self.reservations.retain(|r| r.expires > now.mono);
     }
 
     /// The client's stream closed: its allocation ends (RFC 8656 3.1).

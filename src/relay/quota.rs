@@ -52,7 +52,11 @@ impl Quotas {
     }
 
     /// Takes one allocation slot for `username` from `client`, or says which quota is full.
-    pub fn acquire(self: &Arc<Self>, username: &str, client: IpAddr) -> Result<QuotaSlot, QuotaKind> {
+    pub fn acquire(
+        self: &Arc<Self>,
+        username: &str,
+        client: IpAddr,
+    ) -> Result<QuotaSlot, QuotaKind> {
         let address = source_prefix(client);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.total >= self.max_total.load(Ordering::Relaxed) {

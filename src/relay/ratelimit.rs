@@ -101,7 +101,10 @@ mod tests {
         assert!(b.take(10.0, 5.0, 10.0, t0));
         assert!(!b.take(1.0, 5.0, 10.0, t0));
         assert!(b.take(5.0, 5.0, 10.0, t0 + Duration::from_secs(1)));
-        assert!(!b.take(11.0, 5.0, 10.0, t0 + Duration::from_secs(100)), "never above burst");
+        assert!(
+            !b.take(11.0, 5.0, 10.0, t0 + Duration::from_secs(100)),
+            "never above burst"
+        );
         assert!(b.take(1e12, 0.0, 0.0, t0), "rate 0 is unlimited");
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::allocation::{Allocation, Channel, Relay};
 use super::{
     AllocKey, BindError, ClientAction, Core, EndReason, FiveTuple, Now, PortChoice,
-    RESERVATION_LIFETIME, RelayIo, Reservation, family_index, family_label,
+    RESERVATION_LIFETIME, RelayIo, family_index, family_label,
 };
 use crate::auth::{self, CredentialError, NonceCheck};
 use crate::policy::Verdict;
@@ -400,16 +400,10 @@ impl<S, C: Clone> Core<S, C> {
         let mut v6_error = None;
         let mut new_token = None;
         if let Some(token) = token {
-            let Some(pos) = self
-                .reservations
-                .iter()
-                .position(|r| r.token == token && r.expires > now.mono)
-            else {
+            let Some((socket, bound)) = io.redeem(token, now.mono) else {
                 return Outcome::Error(508);
             };
-            let r = self.reservations.swap_remove(pos);
-            let f = Family::of(&r.bound);
-            relays[family_index(f)] = Some((r.socket, r.bound));
+            relays[family_index(Family::of(&bound))] = Some((socket, bound));
         } else {
             let primary = requested.unwrap_or(Family::V4);
             let bound = match even_port {
@@ -519,18 +513,8 @@ impl<S, C: Clone> Core<S, C> {
             let Some(next) = addr.port().checked_add(1) else {
                 continue;
             };
-            match io.bind(family, PortChoice::Exact(next)) {
-                Ok((odd, odd_addr)) => {
-                    let token: [u8; 8] = rand::random();
-                    self.reservations.push(Reservation {
-                        token,
-                        socket: odd,
-                        bound: odd_addr,
-                        expires: now.mono + RESERVATION_LIFETIME,
-                    });
-                    self.schedule_sweep(now);
-                    return Ok((even, addr, token));
-                }
+            match io.reserve(family, next, now.mono + RESERVATION_LIFETIME) {
+                Ok(token) => return Ok((even, addr, token)),
                 Err(BindError::FamilyUnavailable) => return Err(BindError::FamilyUnavailable),
                 Err(BindError::Exhausted) => drop(even),
             }
@@ -720,7 +704,7 @@ impl<S, C: Clone> Core<S, C> {
         let (Some(number), Some(peer)) = (number, peer) else {
             return Outcome::Error(400);
         };
-        if !(0x4000..=0x4FFF).contains(&number) {
+        if !proto::is_valid_channel(number) {
             return Outcome::Error(400);
         }
         if let Err(code) = self.check_peer(index, peer) {

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::*;
 use crate::auth::{self, NonceKey, Secret};
@@ -38,6 +38,7 @@ struct FakeIo {
     bound: usize,
     started: usize,
     freed: Rc<RefCell<Vec<u16>>>,
+    reserved: Vec<([u8; 8], FakeSocket, SocketAddr)>,
 }
 
 impl FakeIo {
@@ -85,6 +86,17 @@ impl RelayIo for FakeIo {
     }
     fn start(&mut self, _: &mut FakeSocket, _: AllocKey, _: Family) {
         self.started += 1;
+    }
+    fn reserve(&mut self, family: Family, port: u16, _: Instant) -> Result<[u8; 8], BindError> {
+        let (socket, addr) = self.bind(family, PortChoice::Exact(port))?;
+        let token = [port as u8; 8];
+        self.reserved.push((token, socket, addr));
+        Ok(token)
+    }
+    fn redeem(&mut self, token: [u8; 8], _: Instant) -> Option<(FakeSocket, SocketAddr)> {
+        let i = self.reserved.iter().position(|r| r.0 == token)?;
+        let (_, socket, addr) = self.reserved.swap_remove(i);
+        Some((socket, addr))
     }
 }
 

@@ -62,6 +62,7 @@ fn route_source(v4: bool) -> Option<IpAddr> {
 }
 
 /// Addresses a peer may not have: ours (no TURN loops, no reaching the host's services).
+/// `listening` holds every address actually bound (UDP, TCP, TLS, metrics).
 pub fn own_addresses(config: &Config, relay: &RelayIps, listening: &[SocketAddr]) -> OwnAddresses {
     let mut ips: Vec<IpAddr> = Vec::new();
     let mut add = |ip: IpAddr| {
@@ -87,11 +88,11 @@ pub fn own_addresses(config: &Config, relay: &RelayIps, listening: &[SocketAddr]
         .chain(&config.server.tls_listen)
         .map(|a| a.port())
         .collect();
+    // Port 0 is never a bound port (a config may say ":0" for "any"); the caller
+    // passes the addresses actually bound, metrics included.
+    ports.retain(|p| *p != 0);
     ports.sort_unstable();
     ports.dedup();
-    if let Some(m) = config.metrics.listen {
-        ports.push(m.port());
-    }
     OwnAddresses {
         ips,
         ports,

@@ -181,14 +181,20 @@ impl Control {
             apply(filter)?;
         }
         for key in restart_needed(&self.config, &new) {
-            tracing::warn!(key, "changed in the file, but takes effect only after a restart");
+            tracing::warn!(
+                key,
+                "changed in the file, but takes effect only after a restart"
+            );
         }
         let own = super::addresses::own_addresses(&new, &self.relay_ips, &self.listening);
         let settings = build_settings(&new, secrets.secrets, own, self.shards);
         crate::redact::set_mode(new.log.client_addresses);
         let l = &new.limits;
-        self.quotas
-            .set_limits(l.max_allocations, l.allocations_per_user, l.allocations_per_address);
+        self.quotas.set_limits(
+            l.max_allocations,
+            l.allocations_per_user,
+            l.allocations_per_address,
+        );
         self.connections
             .set_limits(l.max_connections, l.connections_per_address);
         let _ = self.settings.send(Arc::new(settings));
@@ -211,15 +217,39 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     check(o.relay_ports != n.relay_ports, "server.relay_ports");
     check(o.relay_address != n.relay_address, "server.relay_address");
     check(o.threads != n.threads, "server.threads");
-    check(o.state_directory != n.state_directory, "server.state_directory");
-    check(old.tls.certificate != new.tls.certificate, "tls.certificate");
-    check(old.tls.private_key != new.tls.private_key, "tls.private_key");
-    check(old.tls.handshake_timeout != new.tls.handshake_timeout, "tls.handshake_timeout");
-    check(old.tls.reload_interval != new.tls.reload_interval, "tls.reload_interval");
-    check(old.limits.idle_timeout != new.limits.idle_timeout, "limits.idle_timeout");
+    check(
+        o.state_directory != n.state_directory,
+        "server.state_directory",
+    );
+    check(
+        old.tls.certificate != new.tls.certificate,
+        "tls.certificate",
+    );
+    check(
+        old.tls.private_key != new.tls.private_key,
+        "tls.private_key",
+    );
+    check(
+        old.tls.handshake_timeout != new.tls.handshake_timeout,
+        "tls.handshake_timeout",
+    );
+    check(
+        old.tls.reload_interval != new.tls.reload_interval,
+        "tls.reload_interval",
+    );
+    check(
+        old.limits.idle_timeout != new.limits.idle_timeout,
+        "limits.idle_timeout",
+    );
     check(old.log.format != new.log.format, "log.format");
     check(old.metrics.listen != new.metrics.listen, "metrics.listen");
-    check(old.metrics.bearer_token != new.metrics.bearer_token, "metrics.bearer_token");
-    check(old.metrics.expose_version != new.metrics.expose_version, "metrics.expose_version");
+    check(
+        old.metrics.bearer_token != new.metrics.bearer_token,
+        "metrics.bearer_token",
+    );
+    check(
+        old.metrics.expose_version != new.metrics.expose_version,
+        "metrics.expose_version",
+    );
     keys
 }

@@ -116,10 +116,26 @@ pub fn run(
         handshake_timeout: Duration::from_secs(config.tls.handshake_timeout),
     };
 
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(
+            crate::metrics::bind(addr)
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+
     let relay_ips = addresses::relay_ips(&config);
-    let listening_all = [listening.as_slice(), &listening_tcp, &listening_tls].concat();
+    let mut listening_all = [listening.as_slice(), &listening_tcp, &listening_tls].concat();
+    if let Some(m) = &metrics_listener {
+        listening_all.push(m.local_addr()?);
+    }
     let own = addresses::own_addresses(&config, &relay_ips, &listening_all);
-    let settings = Arc::new(control::build_settings(&config, loaded.secrets, own, threads));
+    let settings = Arc::new(control::build_settings(
+        &config,
+        loaded.secrets,
+        own,
+        threads,
+    ));
     let nonce_key = Arc::new(NonceKey::random());
     let quotas = Quotas::new(
         config.limits.max_allocations,
@@ -132,14 +148,7 @@ pub fn run(
         v4: relay_ips.v4,
         v6: relay_ips.v6,
         ports: config.server.relay_ports.0.clone(),
-    };
-
-    let metrics_listener = match config.metrics.listen {
-        Some(addr) => Some(
-            crate::metrics::bind(addr)
-                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
-        ),
-        None => None,
+        reservations: Arc::default(),
     };
 
     // Signal handlers go in before "ready", so a signal right after it is handled.
@@ -293,4 +302,3 @@ fn bind_udp(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::UdpSocke
     }
     Ok(sockets)
 }
-

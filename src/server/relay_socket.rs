@@ -5,6 +5,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -43,6 +45,54 @@ pub struct RelayBinding {
     pub v4: Option<IpAddr>,
     pub v6: Option<IpAddr>,
     pub ports: RangeInclusive<u16>,
+    /// Ports held for RESERVATION-TOKENs, shared by every shard.
+    pub reservations: Arc<Reservations>,
+}
+
+/// Ports reserved by EVEN-PORT with the R bit. A token is usually redeemed from
+/// another 5-tuple, which SO_REUSEPORT may hand to another shard, so the table is
+/// process-wide. It holds plain (unregistered) sockets, so any shard's runtime can
+/// adopt one. Touched only by Allocate; bounded by the relay port range.
+#[derive(Debug, Default)]
+pub struct Reservations {
+    held: Mutex<Vec<Reserved>>,
+}
+
+#[derive(Debug)]
+struct Reserved {
+    token: [u8; 8],
+    socket: std::net::UdpSocket,
+    bound: SocketAddr,
+    expires: Instant,
+}
+
+impl Reservations {
+    fn hold(
+        &self,
+        socket: std::net::UdpSocket,
+        bound: SocketAddr,
+        expires: Instant,
+        now: Instant,
+    ) -> [u8; 8] {
+        let token: [u8; 8] = rand::random();
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.retain(|r| r.expires > now);
+        held.push(Reserved {
+            token,
+            socket,
+            bound,
+            expires,
+        });
+        token
+    }
+
+    fn take(&self, token: [u8; 8], now: Instant) -> Option<(std::net::UdpSocket, SocketAddr)> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.retain(|r| r.expires > now);
+        let i = held.iter().position(|r| r.token == token)?;
+        let r = held.swap_remove(i);
+        Some((r.socket, r.bound))
+    }
 }
 
 /// The [`RelayIo`] of one shard.
@@ -90,16 +140,10 @@ impl RelayIo for Binder<'_> {
             }
         };
         for port in candidates {
-            match bind_udp(SocketAddr::new(ip, port)) {
+            match bind_std(SocketAddr::new(ip, port)) {
                 Ok(socket) => {
                     let bound = socket.local_addr().map_err(|_| BindError::Exhausted)?;
-                    return Ok((
-                        RelaySocket {
-                            socket: Rc::new(socket),
-                            reader: None,
-                        },
-                        bound,
-                    ));
+                    return Ok((adopt(socket)?, bound));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
                 Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
@@ -112,6 +156,33 @@ impl RelayIo for Binder<'_> {
             }
         }
         Err(BindError::Exhausted)
+    }
+
+    fn reserve(
+        &mut self,
+        family: Family,
+        port: u16,
+        expires: Instant,
+    ) -> Result<[u8; 8], BindError> {
+        let binding = &self.shard.binding;
+        let ip = match family {
+            Family::V4 => binding.v4,
+            Family::V6 => binding.v6,
+        }
+        .ok_or(BindError::FamilyUnavailable)?;
+        if !binding.ports.contains(&port) {
+            return Err(BindError::Exhausted);
+        }
+        let socket = bind_std(SocketAddr::new(ip, port)).map_err(|_| BindError::Exhausted)?;
+        let bound = socket.local_addr().map_err(|_| BindError::Exhausted)?;
+        Ok(binding
+            .reservations
+            .hold(socket, bound, expires, Instant::now()))
+    }
+
+    fn redeem(&mut self, token: [u8; 8], now: Instant) -> Option<(RelaySocket, SocketAddr)> {
+        let (socket, bound) = self.shard.binding.reservations.take(token, now)?;
+        adopt(socket).ok().map(|s| (s, bound))
     }
 
     fn start(&mut self, socket: &mut RelaySocket, key: AllocKey, _family: Family) {
@@ -135,7 +206,8 @@ pub fn send_now(socket: &UdpSocket, payload: &[u8], to: SocketAddr) -> io::Resul
     socket2::SockRef::from(socket).send_to(payload, &to.into())
 }
 
-fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// A bound, non-blocking UDP socket not yet registered with any runtime.
+fn bind_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let domain = Domain::for_address(addr);
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -143,7 +215,16 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
+}
+
+/// Registers a bound socket with the current shard's runtime.
+fn adopt(socket: std::net::UdpSocket) -> Result<RelaySocket, BindError> {
+    let socket = UdpSocket::from_std(socket).map_err(|_| BindError::Exhausted)?;
+    Ok(RelaySocket {
+        socket: Rc::new(socket),
+        reader: None,
+    })
 }
 
 /// Reads datagrams from peers and forwards what the core allows to the client.

@@ -217,6 +217,28 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits (bounded) for a daemon that is expected to exit by itself.
+    pub fn stop_after_exit(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(Duration::from_secs(15)) {
+            Ok(status) => status.expect("wait"),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                panic!("tarn did not exit by itself within 15 s");
+            }
+        }
+    }
+
     /// The whole log so far.
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
