@@ -53,6 +53,7 @@ pub fn run(
     log_reload: Option<LogReload>,
 ) -> anyhow::Result<()> {
     crate::redact::set_mode(config.log.client_addresses);
+    raise_open_file_limit();
     let loaded = crate::secrets::load(&config).map_err(anyhow::Error::msg)?;
     let threads = match config.server.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -248,6 +249,34 @@ pub fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one: every allocation holds a relay
+/// socket, and the common soft default (1024) would cap a server at about a thousand
+/// allocations although the hard limit allows many more.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own; no other memory is touched.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let wanted = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
+            tracing::debug!(
+                from = limit.rlim_cur,
+                to = limit.rlim_max,
+                "raised the open-file limit"
+            );
+        }
+    }
 }
 
 fn is_no_ipv6(e: &io::Error) -> bool {
