@@ -66,6 +66,17 @@ struct Reserved {
     expires: Instant,
 }
 
+impl RelayBinding {
+    /// The relay IP of `family`, if tarn relays on that family.
+    fn ip(&self, family: Family) -> Result<IpAddr, BindError> {
+        match family {
+            Family::V4 => self.v4,
+            Family::V6 => self.v6,
+        }
+        .ok_or(BindError::FamilyUnavailable)
+    }
+}
+
 impl Reservations {
     fn hold(
         &self,
@@ -109,11 +120,7 @@ impl RelayIo for Binder<'_> {
         port: PortChoice,
     ) -> Result<(RelaySocket, SocketAddr), BindError> {
         let binding = &self.shard.binding;
-        let ip = match family {
-            Family::V4 => binding.v4,
-            Family::V6 => binding.v6,
-        }
-        .ok_or(BindError::FamilyUnavailable)?;
+        let ip = binding.ip(family)?;
         let (low, high) = (
             u32::from(*binding.ports.start()),
             u32::from(*binding.ports.end()),
@@ -165,11 +172,7 @@ impl RelayIo for Binder<'_> {
         expires: Instant,
     ) -> Result<[u8; 8], BindError> {
         let binding = &self.shard.binding;
-        let ip = match family {
-            Family::V4 => binding.v4,
-            Family::V6 => binding.v6,
-        }
-        .ok_or(BindError::FamilyUnavailable)?;
+        let ip = binding.ip(family)?;
         if !binding.ports.contains(&port) {
             return Err(BindError::Exhausted);
         }
