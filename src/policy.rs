@@ -15,10 +15,15 @@
 //!    classified exactly as that IPv4 address, allow list included.
 //! 2. **Own addresses** (loop protection), on the canonical form and on
 //!    every IPv4 address embedded in it: the unspecified address and the
-//!    daemon's own addresses are denied with [`DenyReason::OwnAddress`].
-//!    An own address that the operator explicitly allow-listed (typically a
-//!    loopback echo peer in tests) is allowed except on the daemon's own
-//!    listening and relay ports. "Explicitly" means an allow-list entry for
+//!    daemon's own addresses are denied with [`DenyReason::OwnAddress`],
+//!    except on a port of the relay range: that is another allocation's
+//!    relayed address, which two clients of the same server use to reach
+//!    each other (relay to relay). It cannot loop or amplify: the receiving
+//!    allocation forwards only what its own client has a permission for, one
+//!    datagram for one. The listening ports and every other port of the host
+//!    stay closed. An own address that the operator explicitly allow-listed
+//!    (typically a loopback echo peer in tests) is allowed except on the
+//!    daemon's own listening ports. "Explicitly" means an allow-list entry for
 //!    that single address (`/32`, `/128`) or one inside the loopback range;
 //!    a broad entry that merely contains the host (`10.0.0.0/8`,
 //!    `0.0.0.0/0`) does not open the host's own services. Loopback
@@ -429,9 +434,15 @@ impl PeerPolicy {
         if !listed && !ip.is_loopback() {
             return false;
         }
+        if self.own.relay_ports.contains(&port) {
+            // Another allocation's relayed address: relay to relay through this
+            // server. Still subject to the deny list (a private relay IP needs an
+            // allow entry), checked after this.
+            return false;
+        }
         if self.is_explicitly_allowed(ip) {
             // Explicitly allowed (e.g. a loopback echo peer in tests): still
-            // never the daemon's own listening or relay ports.
+            // never the daemon's own listening ports.
             self.own.has_port(port)
         } else if listed {
             true
@@ -887,7 +898,15 @@ mod tests {
             p.classify(sa(ip("::ffff:127.0.0.1"), 40000)),
             Verdict::Allow
         );
-        for port in [3478, 5349, 49152, 50000, 65535] {
+        // Relay ports are other allocations' relayed addresses: relay to relay.
+        for port in [49152, 50000, 65535] {
+            assert_eq!(
+                p.classify(sa(ip("127.0.0.1"), port)),
+                Verdict::Allow,
+                "{port}"
+            );
+        }
+        for port in [3478, 5349] {
             for s in ["127.0.0.1", "::ffff:127.0.0.1"] {
                 assert_eq!(
                     p.classify(sa(ip(s), port)),
@@ -919,14 +938,48 @@ mod tests {
         assert_eq!(p.classify(sa(ip("127.0.0.1"), 9)), Verdict::Allow);
         assert_eq!(p.classify(sa(ip("::1"), 9)), Verdict::Allow);
         for s in ["127.0.0.1", "::1", "127.1.2.3"] {
-            for port in [3478, 50000, 50010] {
-                assert_eq!(
-                    p.classify(sa(ip(s), port)),
-                    Verdict::Deny(DenyReason::OwnAddress),
-                    "{s}:{port}"
-                );
-            }
+            assert_eq!(
+                p.classify(sa(ip(s), 50000)),
+                Verdict::Allow,
+                "relay to relay"
+            );
+            assert_eq!(
+                p.classify(sa(ip(s), 3478)),
+                Verdict::Deny(DenyReason::OwnAddress),
+                "{s}:3478"
+            );
         }
+    }
+
+    #[test]
+    fn relay_to_relay_on_a_public_own_address() {
+        let own = OwnAddresses {
+            ips: vec![ip("203.0.113.7")],
+            ports: vec![3478, 5349],
+            relay_ports: 49152..=65535,
+        };
+        let p = PeerPolicy::new(Vec::new(), false, own);
+        // 203.0.113.0/24 is a documentation range, so allow it for this check
+        // through a policy whose own address is a "public" one.
+        let public = OwnAddresses {
+            ips: vec![ip("8.8.8.8")],
+            ports: vec![3478, 5349],
+            relay_ports: 49152..=65535,
+        };
+        let q = PeerPolicy::new(Vec::new(), false, public);
+        assert_eq!(q.classify(sa(ip("8.8.8.8"), 50000)), Verdict::Allow);
+        for port in [22, 80, 3478, 5349, 49151] {
+            assert_eq!(
+                q.classify(sa(ip("8.8.8.8"), port)),
+                Verdict::Deny(DenyReason::OwnAddress),
+                "{port}"
+            );
+        }
+        // A relay IP in a denied range still needs an allow entry.
+        assert_eq!(
+            p.classify(sa(ip("203.0.113.7"), 50000)),
+            Verdict::Deny(DenyReason::SpecialPurpose)
+        );
     }
 
     #[test]
@@ -979,13 +1032,16 @@ mod tests {
         );
         for s in ["10.0.0.1", "::ffff:10.0.0.1", "2a00:1450::10"] {
             assert_eq!(host.classify(sa(ip(s), 9)), Verdict::Allow, "{s}");
-            for port in [3478, 50000, 50010] {
-                assert_eq!(
-                    host.classify(sa(ip(s), port)),
-                    Verdict::Deny(DenyReason::OwnAddress),
-                    "{s}:{port}"
-                );
-            }
+            assert_eq!(
+                host.classify(sa(ip(s), 50000)),
+                Verdict::Allow,
+                "{s} relay to relay"
+            );
+            assert_eq!(
+                host.classify(sa(ip(s), 3478)),
+                Verdict::Deny(DenyReason::OwnAddress),
+                "{s}:3478"
+            );
         }
     }
 

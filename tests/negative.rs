@@ -552,30 +552,36 @@ fn default_denied_ipv4_peers_are_403() {
 }
 
 #[test]
-fn the_daemons_own_addresses_are_403() {
+fn the_daemons_listeners_are_403_and_its_relayed_addresses_are_peers() {
     let daemon = Daemon::start();
     let s = Session::new(daemon.addr(), "own");
     let relayed = s.allocate_ok();
     let other = Session::new(daemon.addr(), "own-2");
     let other_relayed = other.allocate_ok();
-    let range = relay_ports();
-    let unused_relay_port = (*range.start()..=*range.end())
-        .find(|p| *p != relayed.port() && *p != other_relayed.port())
-        .unwrap();
-    let cases = [
+    // Its listening ports (UDP/TCP share one) are refused: no TURN inside TURN.
+    let tcp = daemon.tcp[0];
+    for (what, peer) in [
         ("its listen address", daemon.addr()),
-        ("this allocation's relayed address", relayed),
-        ("another allocation's relayed address", other_relayed),
-        (
-            "an idle port of the relay range",
-            v4(127, 0, 0, 1, unused_relay_port),
-        ),
-    ];
-    for (what, peer) in cases {
+        ("its TCP listener", tcp),
+    ] {
         s.create_permission(peer)
             .assert_error(403, &format!("CreatePermission to {what} {peer}"));
         s.channel_bind(0x4001, peer)
             .assert_error(403, &format!("ChannelBind to {what} {peer}"));
+    }
+    // Relayed addresses of this server are peers like any other: two clients of one
+    // server reach each other relay to relay (what two relay-only browsers do).
+    for (i, (what, peer)) in [
+        ("this allocation's relayed address", relayed),
+        ("another allocation's relayed address", other_relayed),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        s.create_permission(peer)
+            .assert_success(&s.creds.key, &format!("CreatePermission to {what} {peer}"));
+        s.channel_bind(0x4001 + i as u16, peer)
+            .assert_success(&s.creds.key, &format!("ChannelBind to {what} {peer}"));
     }
     stop(daemon);
 }
