@@ -52,7 +52,7 @@ pub fn base_config(dir: &std::path::Path) -> String {
         r#"[server]
 realm = "{REALM}"
 listen = ["127.0.0.1:0"]
-relay_address = ["127.0.0.1"]
+relay_address = ["127.0.0.1", "::1"]
 relay_ports = "61000-65535"
 threads = 2
 state_directory = "{state}"
