@@ -58,6 +58,7 @@ label_enum!(
         Expired => "expired",
         Malformed => "malformed_username",
         BadIntegrity => "bad_integrity",
+        WrongRealm => "wrong_realm",
         WrongCredentials => "wrong_credentials",
     }
 );

@@ -251,7 +251,7 @@ impl<S, C: Clone> Core<S, C> {
             msg.get(typ)
                 .and_then(|a| attr::decode_text(a.value, max).ok())
         };
-        let (Some(username), Some(_realm), Some(nonce)) = (
+        let (Some(username), Some(realm), Some(nonce)) = (
             text(attr::USERNAME, 513),
             text(attr::REALM, 763),
             msg.get(attr::NONCE).map(|a| a.value),
@@ -270,6 +270,12 @@ impl<S, C: Clone> Core<S, C> {
                 self.stats.auth_failure(AuthFailure::StaleNonce);
                 return Err(AuthOutcome::Challenge(438));
             }
+        }
+        // The key is derived from our realm; a request naming another realm was
+        // computed for another server (RFC 8489 9.2.4).
+        if realm != self.settings.realm {
+            self.stats.auth_failure(AuthFailure::WrongRealm);
+            return Err(AuthOutcome::Challenge(401));
         }
         match auth::check_rest_username(username, now.unix) {
             Ok(()) => {}

@@ -450,6 +450,23 @@ fn wrong_password_expired_username_and_stale_nonce() {
     creds.nonce = fresh;
     assert!(is_success(&h.allocate(ft, &creds)));
 
+    // Another realm is refused even with a key computed for it.
+    let mut elsewhere = creds.clone();
+    let (name, password) = auth::mint(&Secret::new(SECRET.to_vec()), "bob", h.now.unix, 86400);
+    elsewhere.username = name.clone();
+    elsewhere.key = auth::long_term_key(&name, "other.realm", &password);
+    let (_, r) = h.request(ft, Method::REFRESH, None, |w| {
+        w.attr(attr::USERNAME, name.as_bytes()).unwrap();
+        w.attr(attr::REALM, b"other.realm").unwrap();
+        w.attr(attr::NONCE, &elsewhere.nonce).unwrap();
+        w.message_integrity(&elsewhere.key).unwrap();
+    });
+    assert_eq!(error_code(&r), Some(401));
+    assert_eq!(
+        Stats::get(&h.stats.auth_failures[AuthFailure::WrongRealm as usize]),
+        1
+    );
+
     // A nonce is bound to the client's transport address.
     let other = client(2);
     assert_eq!(error_code(&h.allocate(other, &creds)), Some(438));
