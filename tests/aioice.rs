@@ -64,25 +64,7 @@ fn run_aioice(server: std::net::SocketAddr, transport: &str, cafile: Option<&std
 }
 
 fn run_bounded(mut cmd: Command, limit: Duration) -> std::process::Output {
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("output"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("aioice did not finish within {limit:?}");
-        }
-    }
+    common::output_bounded(&mut cmd, limit, "aioice")
 }
 
 #[test]

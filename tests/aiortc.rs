@@ -128,26 +128,7 @@ fn run_case(topology: Topology, transport: Transport) {
 }
 
 fn run_bounded(mut cmd: Command, limit: Duration) -> std::process::Output {
-    let child = cmd
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("output"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("aiortc did not finish within {limit:?}");
-        }
-    }
+    common::output_bounded(&mut cmd, limit, "aiortc")
 }
 
 #[test]

@@ -202,19 +202,12 @@ impl Daemon {
     /// Stops the daemon with SIGTERM and returns its exit status (bounded wait).
     pub fn stop(mut self) -> ExitStatus {
         self.signal("TERM");
-        let mut child = self.child.take().expect("running");
-        let pid = child.id().to_string();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        match rx.recv_timeout(Duration::from_secs(15)) {
-            Ok(status) => status.expect("wait"),
-            Err(_) => {
-                let _ = Command::new("kill").args(["-KILL", &pid]).status();
-                panic!("tarn did not stop within 15 s of SIGTERM");
-            }
-        }
+        let child = self.child.take().expect("running");
+        wait_bounded(
+            child,
+            Duration::from_secs(15),
+            "tarn did not stop within 15 s of SIGTERM",
+        )
     }
 
     /// The daemon's process id.
@@ -224,19 +217,12 @@ impl Daemon {
 
     /// Waits (bounded) for a daemon that is expected to exit by itself.
     pub fn stop_after_exit(mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let pid = child.id().to_string();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        match rx.recv_timeout(Duration::from_secs(15)) {
-            Ok(status) => status.expect("wait"),
-            Err(_) => {
-                let _ = Command::new("kill").args(["-KILL", &pid]).status();
-                panic!("tarn did not exit by itself within 15 s");
-            }
-        }
+        let child = self.child.take().expect("running");
+        wait_bounded(
+            child,
+            Duration::from_secs(15),
+            "tarn did not exit by itself within 15 s",
+        )
     }
 
     /// The whole log so far.
@@ -252,6 +238,44 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits for `child` to exit, killing it and panicking with `what` after `limit`.
+pub fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> ExitStatus {
+    let pid = child.id().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(status) => status.expect("wait"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("{what}");
+        }
+    }
+}
+
+/// Runs `cmd` with piped output, killing it and panicking after `limit`.
+pub fn output_bounded(cmd: &mut Command, limit: Duration, what: &str) -> std::process::Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let pid = child.id().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("output"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("{what} did not finish within {limit:?}");
+        }
     }
 }
 
