@@ -33,6 +33,9 @@ pub use addresses::RelayIps;
 pub use control::LogReload;
 use relay_socket::RelayBinding;
 
+/// Socket buffer size asked for on UDP listeners.
+const LISTENER_BUFFER: usize = 4 << 20;
+
 /// The realm: `server.realm`, or the host name.
 pub fn realm(config: &Config) -> String {
     if !config.server.realm.is_empty() {
@@ -324,6 +327,11 @@ fn bind_udp(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::UdpSocke
         }
         socket.set_reuse_port(true)?;
         socket.set_nonblocking(true)?;
+        // Every client datagram of a shard lands in this one socket: the 208 KiB
+        // default overflows under load (measured: 3-4 % loss at saturation, none
+        // with 4 MiB). The kernel caps it at net.core.rmem_max; best effort.
+        let _ = socket.set_recv_buffer_size(LISTENER_BUFFER);
+        let _ = socket.set_send_buffer_size(LISTENER_BUFFER);
         socket.bind(&addr.into())?;
         let std: std::net::UdpSocket = socket.into();
         addr = std.local_addr()?;

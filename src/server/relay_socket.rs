@@ -129,21 +129,14 @@ impl RelayIo for Binder<'_> {
         let candidates: Box<dyn Iterator<Item = u16>> = match port {
             PortChoice::Exact(p) if binding.ports.contains(&p) => Box::new(std::iter::once(p)),
             PortChoice::Exact(_) => return Err(BindError::Exhausted),
-            PortChoice::Any => {
-                let start = rand::random_range(0..span);
-                Box::new((0..span.min(MAX_PROBES)).map(move |i| (low + (start + i) % span) as u16))
-            }
+            PortChoice::Any => probes(span, move |i| (low + i) as u16),
             PortChoice::Even => {
                 let first_even = low + (low & 1);
                 if first_even > high {
                     return Err(BindError::Exhausted);
                 }
                 let evens = (high - first_even) / 2 + 1;
-                let start = rand::random_range(0..evens);
-                Box::new(
-                    (0..evens.min(MAX_PROBES))
-                        .map(move |i| (first_even + 2 * ((start + i) % evens)) as u16),
-                )
+                probes(evens, move |i| (first_even + 2 * i) as u16)
             }
         };
         for port in candidates {
@@ -198,6 +191,18 @@ impl RelayIo for Binder<'_> {
     }
 }
 
+/// Port candidates: a small range is scanned whole from a random start; a large one
+/// gets independent random probes, so busy ports do not cluster the search (a linear
+/// probe from one random start kept hitting the same occupied stretch).
+fn probes(count: u32, port: impl Fn(u32) -> u16 + 'static) -> Box<dyn Iterator<Item = u16>> {
+    if count <= MAX_PROBES {
+        let start = rand::random_range(0..count);
+        Box::new((0..count).map(move |i| port((start + i) % count)))
+    } else {
+        Box::new((0..MAX_PROBES).map(move |_| port(rand::random_range(0..count))))
+    }
+}
+
 /// Sends one datagram now, without waiting for readiness; a full socket buffer is an
 /// error (the caller drops and counts the datagram, as UDP would).
 ///
@@ -236,7 +241,9 @@ async fn read_peers(shard: Rc<Shard>, socket: Rc<UdpSocket>, key: AllocKey) {
         if socket.readable().await.is_err() {
             return;
         }
-        for _ in 0..BATCH {
+        let mut handled = 0;
+        while handled < BATCH {
+            handled += 1;
             let mut scratch = shard.scratch.borrow_mut();
             let buf = &mut scratch[..];
             match socket.try_recv_from(&mut buf[PEER_HEADROOM..PEER_HEADROOM + MAX_DATAGRAM]) {
@@ -255,6 +262,10 @@ async fn read_peers(shard: Rc<Shard>, socket: Rc<UdpSocket>, key: AllocKey) {
                 Err(_) => break,
             }
         }
-        tokio::task::yield_now().await;
+        // Yield only after a full batch: the socket may hold more, and the shard's
+        // other tasks deserve a turn. Otherwise readable() waits anyway.
+        if handled == BATCH {
+            tokio::task::yield_now().await;
+        }
     }
 }

@@ -27,7 +27,9 @@ pub async fn serve(shard: Rc<Shard>, socket: Rc<UdpSocket>) {
         if socket.readable().await.is_err() {
             return;
         }
-        for _ in 0..BATCH {
+        let mut handled = 0;
+        while handled < BATCH {
+            handled += 1;
             let (len, from) = match socket.try_recv_from(&mut input) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -65,6 +67,10 @@ pub async fn serve(shard: Rc<Shard>, socket: Rc<UdpSocket>) {
                 }
             }
         }
-        tokio::task::yield_now().await;
+        // Yield only after a full batch: the socket may hold more, and the shard's
+        // other tasks deserve a turn. Otherwise readable() waits anyway.
+        if handled == BATCH {
+            tokio::task::yield_now().await;
+        }
     }
 }
