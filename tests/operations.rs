@@ -6,36 +6,17 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, REALM, credentials, http_get, set_key, udp_echo_peer};
-use tokio::net::UdpSocket;
+use common::{Daemon, credentials, http_get, set_key, udp_echo_peer};
 use tokio::time::timeout;
-use turn::client::{Client, ClientConfig};
+use turn::client::Client;
 use webrtc_util::Conn;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn client(local: IpAddr, server: SocketAddr, user: &str, password: &str) -> Client {
-    let socket = UdpSocket::bind(SocketAddr::new(local, 0))
-        .await
-        .expect("bind client");
-    let client = Client::new(ClientConfig {
-        stun_serv_addr: String::new(),
-        turn_serv_addr: server.to_string(),
-        username: user.to_string(),
-        password: password.to_string(),
-        realm: REALM.to_string(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(socket),
-        vnet: None,
-    })
-    .await
-    .expect("turn client");
-    client.listen().await.expect("listen");
-    client
+    common::turn_client(local, server, user, password).await.0
 }
 
 fn lo(n: u8) -> IpAddr {

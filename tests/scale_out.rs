@@ -13,13 +13,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, REALM, credentials, udp_echo_peer};
-use tokio::net::UdpSocket;
+use common::{Daemon, credentials, udp_echo_peer};
 use tokio::time::timeout;
-use turn::client::{Client, ClientConfig};
+use turn::client::Client;
 use webrtc_util::Conn;
 
 /// Credentials minted once and used on both instances.
@@ -30,22 +28,10 @@ const ROUND_TRIPS: usize = 3;
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn turn_client(server: SocketAddr, username: &str, password: &str) -> Client {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind client");
-    let client = Client::new(ClientConfig {
-        stun_serv_addr: String::new(),
-        turn_serv_addr: server.to_string(),
-        username: username.to_string(),
-        password: password.to_string(),
-        realm: REALM.to_string(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(socket),
-        vnet: None,
-    })
-    .await
-    .expect("turn client");
-    client.listen().await.expect("listen");
-    client
+    let localhost = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    common::turn_client(localhost, server, username, password)
+        .await
+        .0
 }
 
 /// An allocation on one instance, with the client that holds it.

@@ -333,6 +333,35 @@ pub fn credentials(id: &str, ttl: i64) -> (String, String) {
     (username, password)
 }
 
+/// A webrtc-rs `turn` client (the independent test client) on `local`:0, listening,
+/// with the harness realm; returns it with its local address.
+pub async fn turn_client(
+    local: std::net::IpAddr,
+    server: SocketAddr,
+    username: &str,
+    password: &str,
+) -> (turn::client::Client, SocketAddr) {
+    let socket = tokio::net::UdpSocket::bind(SocketAddr::new(local, 0))
+        .await
+        .expect("bind client");
+    let addr = socket.local_addr().expect("client address");
+    let client = turn::client::Client::new(turn::client::ClientConfig {
+        stun_serv_addr: String::new(),
+        turn_serv_addr: server.to_string(),
+        username: username.to_string(),
+        password: password.to_string(),
+        realm: REALM.to_string(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: Arc::new(socket),
+        vnet: None,
+    })
+    .await
+    .expect("turn client");
+    client.listen().await.expect("listen");
+    (client, addr)
+}
+
 /// A plain HTTP/1.0 GET on loopback (bounded); returns status code and body.
 pub fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     use std::io::{Read, Write};
