@@ -389,7 +389,7 @@ fn tls_handshake_timeout_and_connection_caps() {
     let daemon = tls_daemon(&dir, &cert, &key, |c| {
         let c = set_key(&c, "tls", "handshake_timeout", "1");
         let c = set_key(&c, "limits", "connections_per_address", "3");
-        set_key(&c, "limits", "idle_timeout", "1")
+        set_key(&c, "limits", "idle_timeout", "2")
     });
     let tls_addr = daemon.tls[0];
     let tcp_addr = daemon.tcp[0];
@@ -417,12 +417,16 @@ fn tls_handshake_timeout_and_connection_caps() {
     );
 
     // Per-address cap: three connections are admitted, the fourth is closed at once.
+    // Each one allocates right after connecting: a connection that waits longer than
+    // the idle timeout before its first Allocate is rightly closed, and on a busy CI
+    // machine three sequential allocations can take longer than that.
     let mut held: Vec<_> = (0..3)
-        .map(|i| StreamClient::new(tcp(tcp_addr), &format!("cap{i}")))
+        .map(|i| {
+            let mut c = StreamClient::new(tcp(tcp_addr), &format!("cap{i}"));
+            c.allocate();
+            c
+        })
         .collect();
-    for c in &mut held {
-        c.allocate();
-    }
     let mut fourth = tcp(tcp_addr);
     let _ = fourth.write_all(&[0u8; 20]);
     assert_eq!(
@@ -430,8 +434,9 @@ fn tls_handshake_timeout_and_connection_caps() {
         0,
         "over the cap: closed"
     );
-    // Allocated connections are not idle-closed, and still work.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Allocated connections are not idle-closed, and still work: stay quiet for longer
+    // than the idle timeout (a wait for something that must *not* happen).
+    std::thread::sleep(Duration::from_millis(2500));
     for c in &mut held {
         let r = c.request(Method::REFRESH, true, |_| {});
         assert_eq!(error_code(&r), None);
