@@ -164,6 +164,7 @@ pub fn run(
     let (stop, stopped) = watch::channel(false);
     let mut handles = Vec::new();
     let mut shard_stats = Vec::new();
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(threads);
     for (i, sockets) in per_shard.into_iter().enumerate() {
         let stats = Arc::new(Stats::default());
         shard_stats.push(Arc::clone(&stats));
@@ -180,11 +181,26 @@ pub fn run(
             tls_config: tls_config.clone(),
             streams: streams.clone(),
             shutdown: stopped.clone(),
+            ready: ready_tx.clone(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("tarn-shard-{i}"))
             .spawn(move || shard::run(start))?;
         handles.push(handle);
+    }
+    drop(ready_tx);
+    // "listening" and "ready" are promises to whoever reads the log (tests, scripts,
+    // orchestrators): wait until every shard serves, and fail if one could not start.
+    for _ in 0..handles.len() {
+        if ready_rx.recv().is_err() {
+            let _ = stop.send(true);
+            for handle in handles {
+                if let Ok(Err(e)) = handle.join() {
+                    return Err(e.into());
+                }
+            }
+            anyhow::bail!("a shard thread stopped during start-up");
+        }
     }
 
     for addr in &listening {

@@ -90,6 +90,8 @@ pub struct ShardStart {
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
     pub streams: StreamSettings,
     pub shutdown: watch::Receiver<bool>,
+    /// Told once the shard serves its sockets; dropped unsent if it fails to start.
+    pub ready: std::sync::mpsc::SyncSender<()>,
 }
 
 /// Runs a shard until shutdown. Blocks the calling thread.
@@ -111,6 +113,7 @@ pub fn run(start: ShardStart) -> std::io::Result<()> {
         tls_config,
         streams,
         mut shutdown,
+        ready,
     } = start;
     local.block_on(&runtime, async move {
         // The core holds `Rc`s, so it is made on the thread that runs it.
@@ -155,6 +158,9 @@ pub fn run(start: ShardStart) -> std::io::Result<()> {
                 reload.core.borrow_mut().set_settings(new);
             }
         });
+        // Every task is spawned: the daemon may say it is ready.
+        let _ = ready.send(());
+        drop(ready);
         while !*shutdown.borrow_and_update() {
             if shutdown.changed().await.is_err() {
                 break;
