@@ -269,6 +269,9 @@ enum EndReason {
     ClientGone,
 }
 
+/// Containers smaller than this are never shrunk: not worth the reallocation.
+const COMPACT_MIN: usize = 256;
+
 /// The sans-IO server of one shard. `S` is the edge's relay socket type, `C` how the
 /// edge reaches a client (a UDP listener socket, a stream's queue).
 #[derive(Debug)]
@@ -617,6 +620,32 @@ impl<S, C: Clone> Core<S, C> {
         }
         self.stats.permissions_active(-(perms as i64));
         self.stats.channels_active(-(chans as i64));
+    }
+
+    /// Gives back container memory after many allocations ended: the slab and the
+    /// 5-tuple map keep their peak capacity otherwise (Rust collections never shrink
+    /// on their own), which after a busy hour is most of what the process holds.
+    /// Shrinks only when less than a quarter is used, so a steady table never thrashes.
+    /// Returns true when something shrank (a good moment to return freed memory to the
+    /// operating system).
+    pub fn compact(&mut self) -> bool {
+        let mut shrank = false;
+        let len = self.allocations.len();
+        if self.allocations.capacity() >= COMPACT_MIN && len < self.allocations.capacity() / 4 {
+            if len == 0 {
+                self.allocations = Slab::new();
+            } else {
+                // Cannot move live entries (their index is their key): trims the tail.
+                self.allocations.shrink_to_fit();
+            }
+            shrank = true;
+        }
+        let len = self.by_five_tuple.len();
+        if self.by_five_tuple.capacity() >= COMPACT_MIN && len < self.by_five_tuple.capacity() / 4 {
+            self.by_five_tuple.shrink_to(len * 2);
+            shrank = true;
+        }
+        self.quotas.compact() || shrank
     }
 
     /// The client's stream closed: its allocation ends (RFC 8656 3.1).

@@ -51,6 +51,16 @@ impl Quotas {
         self.per_address.store(per_address, Ordering::Relaxed);
     }
 
+    /// Shrinks the per-user and per-address maps once most of their entries are
+    /// gone (see `Core::compact`); true when one shrank.
+    pub fn compact(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let QuotaState {
+            users, addresses, ..
+        } = &mut *state;
+        shrink_sparse(users) | shrink_sparse(addresses)
+    }
+
     /// Takes one allocation slot for `username` from `client`, or says which quota is full.
     pub fn acquire(
         self: &Arc<Self>,
@@ -121,6 +131,18 @@ impl QuotaSlot {
 impl Drop for QuotaSlot {
     fn drop(&mut self) {
         self.quotas.release(&self.username, self.address);
+    }
+}
+
+/// Maps with fewer entries than this keep their capacity.
+const COMPACT_MIN: usize = 256;
+
+fn shrink_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) -> bool {
+    if map.capacity() >= COMPACT_MIN && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+        true
+    } else {
+        false
     }
 }
 

@@ -831,3 +831,37 @@ fn send_indications_obey_the_policy_per_port() {
     );
     assert_eq!(Stats::get(&h.stats.peer_denied), 1);
 }
+
+#[test]
+fn compact_gives_table_capacity_back_after_allocations_end() {
+    let mut h = Harness::new();
+    let (settings, _) = settings(1000);
+    h.core = Core::new(
+        settings,
+        Arc::new(NonceKey::random()),
+        Quotas::new(1000, 1000, 1000),
+        Arc::clone(&h.stats),
+    );
+    h.io.last_port = 60000;
+    for n in 0..600 {
+        let ft = client(n);
+        let creds = h.login(ft, "many");
+        assert!(is_success(&h.allocate(ft, &creds)), "allocation {n}");
+    }
+    assert!(!h.core.compact(), "a full table keeps its capacity");
+    let peak = h.core.allocations.capacity();
+    assert!(peak >= 600);
+
+    h.now = h.now.plus(601);
+    h.core.handle_timeout(h.now);
+    assert_eq!(h.core.allocation_count(), 0);
+    assert!(h.core.compact(), "an empty table shrinks");
+    assert_eq!(h.core.allocations.capacity(), 0);
+    assert!(h.core.by_five_tuple.capacity() < 256);
+    assert!(!h.core.compact(), "nothing left to shrink");
+
+    // And it still works afterwards.
+    let ft = client(1000);
+    let creds = h.login(ft, "again");
+    assert!(is_success(&h.allocate(ft, &creds)));
+}

@@ -8,6 +8,7 @@
 
 mod addresses;
 mod control;
+mod heap;
 mod limits;
 mod relay_socket;
 mod shard;
@@ -56,6 +57,7 @@ pub fn run(
     log_reload: Option<LogReload>,
 ) -> anyhow::Result<()> {
     crate::redact::set_mode(config.log.client_addresses);
+    heap::configure();
     raise_open_file_limit();
     let loaded = crate::secrets::load(&config).map_err(anyhow::Error::msg)?;
     let threads = match config.server.threads {

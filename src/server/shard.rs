@@ -179,6 +179,10 @@ async fn sweep(shard: Rc<Shard>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        shard.core.borrow_mut().handle_timeout(Now::read());
+        let mut core = shard.core.borrow_mut();
+        core.handle_timeout(Now::read());
+        if core.compact() {
+            super::heap::return_freed_memory();
+        }
     }
 }
