@@ -137,6 +137,12 @@ impl Stats {
     pub fn discard(&self, reason: DropReason) {
         bump(&self.dropped[reason as usize], 1);
     }
+    /// `n` dropped datagrams of one reason.
+    pub fn discard_many(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            bump(&self.dropped[reason as usize], n);
+        }
+    }
     /// A finished request.
     pub fn request(&self, method: MethodLabel, result: ResultLabel) {
         bump(&self.requests[method as usize][result as usize], 1);

@@ -10,6 +10,7 @@ mod addresses;
 mod control;
 mod heap;
 mod limits;
+mod mmsg;
 mod relay_socket;
 mod shard;
 mod stream;

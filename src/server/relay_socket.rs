@@ -14,14 +14,14 @@ use tokio::task::AbortHandle;
 
 use super::shard::Shard;
 use crate::proto::Family;
-use crate::relay::{AllocKey, BindError, Now, PEER_HEADROOM, PeerAction, PortChoice, RelayIo};
+use crate::relay::{AllocKey, BindError, Now, PeerAction, PortChoice, RelayIo};
 
 /// Largest UDP payload a relay socket reads.
 pub const MAX_DATAGRAM: usize = 65535;
 /// How many ports one bind attempt probes before answering 508.
 const MAX_PROBES: u32 = 256;
-/// Datagrams a reader handles before yielding to other tasks.
-const BATCH: usize = 32;
+/// Batched receives a reader handles before yielding to other tasks.
+const ROUNDS: usize = 2;
 
 /// A bound relay socket owned by an allocation (or a reservation). Dropping it stops
 /// its reader task; the socket closes when the task's handle is gone too.
@@ -241,30 +241,45 @@ async fn read_peers(shard: Rc<Shard>, socket: Rc<UdpSocket>, key: AllocKey) {
         if socket.readable().await.is_err() {
             return;
         }
-        let mut handled = 0;
-        while handled < BATCH {
-            handled += 1;
-            let mut scratch = shard.scratch.borrow_mut();
-            let buf = &mut scratch[..];
-            match socket.try_recv_from(&mut buf[PEER_HEADROOM..PEER_HEADROOM + MAX_DATAGRAM]) {
-                Ok((len, peer)) => {
-                    let mut core = shard.core.borrow_mut();
-                    if let PeerAction::Forward {
-                        link,
-                        client,
-                        frame,
-                    } = core.handle_peer(Now::read(), key, peer, buf, PEER_HEADROOM, len)
-                    {
-                        link.send(&buf[frame], client, &shard.stats);
-                    }
+        let mut busy = true;
+        for _ in 0..ROUNDS {
+            let received = match shard.receive(&socket) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    busy = false;
+                    break;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => break,
+            };
+            let now = Now::read();
+            for i in 0..received.count {
+                let mut batch = shard.recv.borrow_mut();
+                let Some(datagram) = batch.get(i) else {
+                    break;
+                };
+                let mut core = shard.core.borrow_mut();
+                if let PeerAction::Forward {
+                    link,
+                    client,
+                    frame,
+                } = core.handle_peer(
+                    now,
+                    key,
+                    datagram.from,
+                    datagram.slot,
+                    datagram.start,
+                    datagram.len,
+                ) {
+                    link.send(&datagram.slot[frame], client, &shard.stats);
+                }
+            }
+            if received.drained {
+                busy = false;
+                break;
             }
         }
-        // Yield only after a full batch: the socket may hold more, and the shard's
-        // other tasks deserve a turn. Otherwise readable() waits anyway.
-        if handled == BATCH {
+        // As in the listener: yield only while the socket may still hold datagrams.
+        if busy {
             tokio::task::yield_now().await;
         }
     }

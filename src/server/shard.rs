@@ -3,17 +3,19 @@
 //! of the allocations it made. Everything an allocation touches lives on one thread, so
 //! the per-packet path borrows a `RefCell` instead of taking a lock.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
-use super::relay_socket::{MAX_DATAGRAM, RelayBinding, RelaySocket, send_now};
+use super::mmsg::{Received, RecvBatch, SendBatch};
+use super::relay_socket::{MAX_DATAGRAM, RelayBinding, RelaySocket};
 use super::stream::{self, StreamOut, StreamSettings};
 use super::udp;
 use crate::auth::NonceKey;
@@ -21,23 +23,28 @@ use crate::relay::{Core, Now, PEER_HEADROOM, PEER_TAILROOM, Quotas, Settings};
 use crate::stats::{DropReason, Stats};
 
 /// How a shard reaches a client.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum ClientLink {
-    /// Through the UDP listener socket the client talks to.
-    Udp(Rc<UdpSocket>),
+    /// Through the UDP listener socket the client talks to (batched sends).
+    Udp(Rc<UdpOut>),
     /// Through the write queue of its TCP or TLS connection.
     Stream(Rc<StreamOut>),
+}
+
+impl std::fmt::Debug for ClientLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClientLink::Udp(_) => "ClientLink::Udp",
+            ClientLink::Stream(_) => "ClientLink::Stream",
+        })
+    }
 }
 
 impl ClientLink {
     /// Sends one datagram or frame to the client; a full buffer drops it (counted).
     pub fn send(&self, bytes: &[u8], client: SocketAddr, stats: &Stats) {
         match self {
-            ClientLink::Udp(socket) => {
-                if send_now(socket, bytes, client).is_err() {
-                    stats.discard(DropReason::SendFailed);
-                }
-            }
+            ClientLink::Udp(out) => out.push(bytes, client, stats),
             ClientLink::Stream(out) => {
                 if !out.push(bytes) {
                     stats.discard(DropReason::SendFailed);
@@ -47,11 +54,81 @@ impl ClientLink {
     }
 }
 
+/// Datagrams a listener socket sends: queued during a turn of the shard's event loop
+/// and sent together, by the listener at the end of its own batch or by the listener's
+/// flush task, which runs after the relay readers woken in the same turn.
+pub struct UdpOut {
+    pub socket: Rc<UdpSocket>,
+    queue: RefCell<SendBatch>,
+    /// Set while the listener handles a batch: it flushes at the end itself.
+    in_batch: Cell<bool>,
+    wake: Notify,
+}
+
+/// Datagrams queued per listener before a flush is forced.
+const SEND_BATCH: usize = 64;
+
+impl UdpOut {
+    pub fn new(socket: Rc<UdpSocket>) -> Rc<Self> {
+        Rc::new(Self {
+            socket,
+            queue: RefCell::new(SendBatch::new(SEND_BATCH)),
+            in_batch: Cell::new(false),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Queues one datagram for `to`.
+    pub fn push(&self, bytes: &[u8], to: SocketAddr, stats: &Stats) {
+        let mut queue = self.queue.borrow_mut();
+        if queue.is_full() {
+            self.send_queued(&mut queue, stats);
+        }
+        if queue.is_empty() && !self.in_batch.get() {
+            self.wake.notify_one();
+        }
+        queue.push(bytes, to);
+    }
+
+    /// The listener starts handling a batch of requests.
+    pub fn begin_batch(&self) {
+        self.in_batch.set(true);
+    }
+
+    /// The listener finished its batch: send what it (and anyone else) queued.
+    pub fn end_batch(&self, stats: &Stats) {
+        self.in_batch.set(false);
+        self.flush(stats);
+    }
+
+    /// Sends everything queued.
+    pub fn flush(&self, stats: &Stats) {
+        let mut queue = self.queue.borrow_mut();
+        if !queue.is_empty() {
+            self.send_queued(&mut queue, stats);
+        }
+    }
+
+    fn send_queued(&self, queue: &mut SendBatch, stats: &Stats) {
+        let done = queue.flush(&*self.socket);
+        stats.discard_many(DropReason::SendFailed, done.dropped as u64);
+    }
+
+    /// Flushes whenever a datagram was queued outside the listener's own batch.
+    pub async fn flush_task(self: Rc<Self>, stats: Arc<Stats>) {
+        loop {
+            self.wake.notified().await;
+            self.flush(&stats);
+        }
+    }
+}
+
 /// The state of one shard, shared by its tasks.
 pub struct Shard {
     pub core: RefCell<Core<RelaySocket, ClientLink>>,
-    /// Scratch buffer for peer datagrams, with head- and tailroom for in-place framing.
-    pub scratch: RefCell<Box<[u8]>>,
+    /// Receive slots for every UDP socket of the shard (listeners and relay sockets),
+    /// with head- and tailroom so peer datagrams are framed in place.
+    pub recv: RefCell<RecvBatch>,
     pub binding: RelayBinding,
     pub stats: Arc<Stats>,
 }
@@ -65,14 +142,44 @@ impl Shard {
     ) -> Rc<Self> {
         Rc::new(Self {
             core: RefCell::new(core),
-            scratch: RefCell::new(
-                vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM].into_boxed_slice(),
-            ),
+            recv: RefCell::new(RecvBatch::new(
+                RECV_BATCH,
+                PEER_HEADROOM,
+                MAX_DATAGRAM,
+                PEER_TAILROOM,
+            )),
             binding,
             stats,
         })
     }
+
+    /// One batched receive from `socket` into [`recv`](Self::recv), through tokio's
+    /// readiness: a short read proves the queue empty and clears the readiness, so no
+    /// further receive is made just to learn `EAGAIN`. Truncated datagrams are counted.
+    pub fn receive(&self, socket: &UdpSocket) -> std::io::Result<Received> {
+        let mut batch = self.recv.borrow_mut();
+        let mut truncated = 0;
+        let mut got = None;
+        let result = socket.try_io(Interest::READABLE, || {
+            let r = batch.recv(socket, &mut truncated)?;
+            got = Some(r);
+            if r.drained {
+                Err(std::io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        self.stats.discard_many(DropReason::TooLarge, truncated);
+        match (got, result) {
+            (Some(r), _) => Ok(r),
+            (None, Err(e)) => Err(e),
+            (None, Ok(())) => Err(std::io::ErrorKind::WouldBlock.into()),
+        }
+    }
 }
+
+/// Datagrams one receive call can bring.
+const RECV_BATCH: usize = 32;
 
 /// What a shard thread starts with.
 pub struct ShardStart {
@@ -126,8 +233,9 @@ pub fn run(start: ShardStart) -> std::io::Result<()> {
         core.set_drain_flag(draining);
         let shard = Shard::new(core, binding, stats);
         for socket in sockets {
-            let socket = UdpSocket::from_std(socket)?;
-            tokio::task::spawn_local(udp::serve(Rc::clone(&shard), Rc::new(socket)));
+            let out = UdpOut::new(Rc::new(UdpSocket::from_std(socket)?));
+            tokio::task::spawn_local(Rc::clone(&out).flush_task(Arc::clone(&shard.stats)));
+            tokio::task::spawn_local(udp::serve(Rc::clone(&shard), out));
         }
         for listener in tcp {
             let listener = stream::listener(listener)?;
