@@ -281,7 +281,10 @@ pub struct Core<S, C> {
     quotas: Arc<Quotas>,
     stats: Arc<Stats>,
     allocations: Slab<Allocation<S, C>>,
-    by_five_tuple: HashMap<FiveTuple, usize>,
+    /// Looked up for every client packet. foldhash with a per-process random seed:
+    /// half of SipHash's cost per lookup, and the keys are inserted only after
+    /// authentication (bounded by quotas), so flooding attacks have no lever here.
+    by_five_tuple: HashMap<FiveTuple, usize, foldhash::fast::RandomState>,
     next_generation: u32,
     next_sweep: Option<Instant>,
     rng: u64,
@@ -307,7 +310,7 @@ impl<S, C: Clone> Core<S, C> {
             quotas,
             stats,
             allocations: Slab::new(),
-            by_five_tuple: HashMap::new(),
+            by_five_tuple: HashMap::default(),
             next_generation: 0,
             next_sweep: None,
             rng: rand::random::<u64>() | 1,

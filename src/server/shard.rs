@@ -290,6 +290,7 @@ async fn sweep(shard: Rc<Shard>) {
         let mut core = shard.core.borrow_mut();
         core.handle_timeout(Now::read());
         if core.compact() {
+            shard.recv.borrow_mut().release_pages();
             super::heap::return_freed_memory();
         }
     }
