@@ -27,6 +27,8 @@ pub struct RecvBatch {
     data: Box<[u8]>,
     lens: Box<[usize]>,
     from: Box<[Option<SocketAddr>]>,
+    /// Whole datagrams held from the last receive.
+    count: usize,
     #[cfg(target_os = "linux")]
     sys: linux::RecvState,
 }
@@ -64,6 +66,7 @@ impl RecvBatch {
             data: vec![0u8; slots * slot].into_boxed_slice(),
             lens: vec![0; slots].into_boxed_slice(),
             from: vec![None; slots].into_boxed_slice(),
+            count: 0,
             #[cfg(target_os = "linux")]
             sys: linux::RecvState::new(slots),
         }
@@ -78,7 +81,9 @@ impl RecvBatch {
     /// An empty queue is `WouldBlock`. A datagram larger than a slot's payload room is
     /// dropped and counted in `truncated`.
     pub fn recv(&mut self, socket: &impl AsRawFd, truncated: &mut u64) -> io::Result<Received> {
+        self.count = 0;
         let (n, kept) = self.recv_raw(socket, truncated)?;
+        self.count = kept;
         if n == 0 {
             return Err(io::ErrorKind::WouldBlock.into());
         }
@@ -117,7 +122,10 @@ impl RecvBatch {
 
     /// Datagram `i` of the last receive.
     pub fn get(&mut self, i: usize) -> Option<Datagram<'_>> {
-        let from = (*self.from.get(i)?)?;
+        if i >= self.count {
+            return None;
+        }
+        let from = self.from[i]?;
         let len = self.lens[i];
         let slot = &mut self.data[i * self.slot..(i + 1) * self.slot];
         Some(Datagram {
@@ -159,9 +167,6 @@ impl RecvBatch {
             self.lens[kept] = len;
             self.from[kept] = from;
             kept += 1;
-        }
-        for f in &mut self.from[kept..n] {
-            *f = None;
         }
         Ok((n, kept))
     }
