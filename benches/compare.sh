@@ -6,6 +6,7 @@
 #   benches/compare.sh --quick              # 2 rounds, 3 s per load (~3 min)
 #   benches/compare.sh --out results.md     # also write the table (and run facts) there
 #   benches/compare.sh --rounds 5 --duration 5 --only paced-channel-100,binding
+#   TARN_THREADS=1 benches/compare.sh       # thread counts per server (default: nproc each)
 #
 # Both servers run on loopback only, started by hand with temporary configurations
 # (never as a service) and killed on exit. coturn is Debian's `turnserver`
@@ -52,6 +53,11 @@ COTURN_PORT=${COTURN_PORT:-7479}
 RELAY_MIN=${RELAY_MIN:-10000}
 RELAY_MAX=${RELAY_MAX:-31999}
 THREADS=${THREADS:-$(nproc)}
+# Each server's worker threads (tarn shards, coturn relay threads); both default to
+# THREADS. On a small machine the load generator needs a core of its own, so the
+# best setting per server can differ: BENCHMARKS.md shows both.
+TARN_THREADS=${TARN_THREADS:-$THREADS}
+COTURN_THREADS=${COTURN_THREADS:-$THREADS}
 REALM=bench.test
 
 for tool in turnserver jq python3; do
@@ -103,7 +109,7 @@ realm = "$REALM"
 listen = ["127.0.0.1:$TARN_PORT"]
 relay_address = ["127.0.0.1"]
 relay_ports = "$RELAY_MIN-$RELAY_MAX"
-threads = $THREADS
+threads = $TARN_THREADS
 state_directory = "$WORK/state"
 drain_timeout = 0
 
@@ -134,7 +140,7 @@ relay-ip=127.0.0.1
 listening-port=$COTURN_PORT
 min-port=$RELAY_MIN
 max-port=$RELAY_MAX
-relay-threads=$THREADS
+relay-threads=$COTURN_THREADS
 use-auth-secret
 static-auth-secret=$SECRET
 realm=$REALM
@@ -379,7 +385,7 @@ print("\n".join(out))
 PY
 
 {
-    echo "tarn $TARN_VERSION vs coturn $COTURN_VERSION; $(nproc) cores ($CPU_MODEL), $THREADS threads each;"
+    echo "tarn $TARN_VERSION vs coturn $COTURN_VERSION; $(nproc) cores ($CPU_MODEL), threads: tarn $TARN_THREADS, coturn $COTURN_THREADS;"
     echo "$ROUNDS rounds x ${DURATION} s per load (+${WARMUP} s warm-up), alternating tarn/coturn, medians;"
     echo "finished $(date -u '+%Y-%m-%d %H:%M UTC') after ${ELAPSED} s; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
