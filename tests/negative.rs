@@ -851,6 +851,31 @@ fn tcp_transport_is_442_and_missing_transport_is_400() {
 }
 
 #[test]
+fn total_allocation_quota_is_486_and_counted() {
+    let daemon = Daemon::start_with(|c| {
+        let c = set_key(&c, "limits", "max_allocations", "2");
+        set_key(&c, "metrics", "listen", "\"127.0.0.1:0\"")
+    });
+    let first = Session::new(daemon.addr(), "ada");
+    first.allocate_ok();
+    Session::new(daemon.addr(), "grace").allocate_ok();
+    let third = Session::new(daemon.addr(), "hedy");
+    let r = third.allocate();
+    r.assert_error(486, "third allocation over the total quota");
+    assert!(r.verifies_with(&third.creds.key));
+    assert_eq!(
+        daemon.metric("tarn_quota_rejections_total{kind=\"total\"}"),
+        1.0
+    );
+    // Deleting one allocation gives the slot back to anyone.
+    first
+        .refresh(Some(0))
+        .assert_success(&first.creds.key, "delete");
+    third.allocate_ok();
+    stop(daemon);
+}
+
+#[test]
 fn per_user_allocation_quota_is_486() {
     let daemon = Daemon::start_with(|c| set_key(&c, "limits", "allocations_per_user", "1"));
     let first = Session::new(daemon.addr(), "leo");

@@ -9,7 +9,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use common::{Daemon, credentials, http_get, set_key, udp_echo_peer};
+use common::{Daemon, credentials, http_get, sample, set_key, udp_echo_peer};
 use tokio::time::timeout;
 use turn::client::Client;
 use webrtc_util::Conn;
@@ -212,19 +212,6 @@ async fn full_logs_the_full_addresses_and_still_no_usernames() {
     }
     assert_no_trace(&scrape(&daemon), &footprints, "/metrics");
     assert!(tokio::task::block_in_place(|| daemon.stop()).success());
-}
-
-/// The value of one sample line `name{labels}` (or `name` without labels).
-fn sample(body: &str, series: &str) -> f64 {
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .unwrap_or_else(|| panic!("series {series} missing from /metrics:\n{body}"))
-        .trim()
-        .parse()
-        .expect("numeric sample")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, REALM, credentials, http_get, set_key};
+use common::{Daemon, REALM, credentials, set_key};
 use tarn::proto::{Class, Message, MessageWriter, Method, TransactionId, attr};
 
 const ALLOCATIONS: usize = 1500;
@@ -130,21 +130,11 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-fn gauge(daemon: &Daemon, series: &str) -> f64 {
-    let (_, body) = http_get(daemon.metrics.unwrap(), "/metrics", &[]);
-    body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("{series} missing"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Creates ALLOCATIONS allocations, checks they are all live, and waits (bounded)
 /// until every one has expired.
 fn round(daemon: &Daemon, tag: &str) {
     let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let created_before = gauge(daemon, "tarn_allocations_total{result=\"created\"}");
+    let created_before = daemon.metric("tarn_allocations_total{result=\"created\"}");
     let started = Instant::now();
     let mut clients = Vec::with_capacity(ALLOCATIONS);
     for i in 0..ALLOCATIONS {
@@ -152,19 +142,16 @@ fn round(daemon: &Daemon, tag: &str) {
         c.setup(daemon.addr(), peer);
         clients.push(c);
     }
-    let created = gauge(daemon, "tarn_allocations_total{result=\"created\"}") - created_before;
+    let created = daemon.metric("tarn_allocations_total{result=\"created\"}") - created_before;
     assert_eq!(created, ALLOCATIONS as f64, "every allocation was created");
     // All of them live at once, unless this (possibly busy) machine took longer to
     // create them than their lifetime: then the first ones have rightly expired.
     if started.elapsed() < LIFETIME - Duration::from_millis(500) {
         assert_eq!(
-            gauge(
-                daemon,
-                "tarn_allocations_active{transport=\"udp\",family=\"ipv4\"}"
-            ),
+            daemon.metric("tarn_allocations_active{transport=\"udp\",family=\"ipv4\"}"),
             ALLOCATIONS as f64
         );
-        assert_eq!(gauge(daemon, "tarn_channels_active"), ALLOCATIONS as f64);
+        assert_eq!(daemon.metric("tarn_channels_active"), ALLOCATIONS as f64);
     } else {
         eprintln!(
             "soak: creating {ALLOCATIONS} allocations took {:?}, longer than their lifetime",
@@ -173,16 +160,12 @@ fn round(daemon: &Daemon, tag: &str) {
     }
     drop(clients);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while gauge(
-        daemon,
-        "tarn_allocations_active{transport=\"udp\",family=\"ipv4\"}",
-    ) > 0.0
-    {
+    while daemon.metric("tarn_allocations_active{transport=\"udp\",family=\"ipv4\"}") > 0.0 {
         assert!(Instant::now() < deadline, "allocations did not expire");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(gauge(daemon, "tarn_permissions_active"), 0.0);
-    assert_eq!(gauge(daemon, "tarn_channels_active"), 0.0);
+    assert_eq!(daemon.metric("tarn_permissions_active"), 0.0);
+    assert_eq!(daemon.metric("tarn_channels_active"), 0.0);
 }
 
 #[test]

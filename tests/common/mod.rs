@@ -390,6 +390,30 @@ pub fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16,
     (status, body)
 }
 
+/// The value of one sample line `name{labels}` (or `name` without labels) in a
+/// Prometheus text exposition.
+pub fn sample(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("series {series} missing from /metrics:\n{body}"))
+        .trim()
+        .parse()
+        .expect("numeric sample")
+}
+
+impl Daemon {
+    /// One series from the daemon's `/metrics` (the metrics endpoint must be on).
+    pub fn metric(&self, series: &str) -> f64 {
+        let addr = self.metrics.expect("metrics endpoint enabled");
+        let (status, body) = http_get(addr, "/metrics", &[]);
+        assert_eq!(status, 200, "/metrics");
+        sample(&body, series)
+    }
+}
+
 /// A UDP echo peer on 127.0.0.1 that answers every datagram (bounded: it stops after
 /// `limit` datagrams or when idle for 30 s).
 pub fn udp_echo_peer(limit: usize) -> SocketAddr {
