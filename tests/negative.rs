@@ -1264,8 +1264,10 @@ fn ten_thousand_garbage_datagrams_leave_the_daemon_serving() {
 /// duplicated or reordered, for ChannelData and for Send/Data indications.
 #[test]
 fn bursts_are_relayed_whole_and_in_order() {
-    const BURST: u32 = 50;
-    const BURSTS: u32 = 4;
+    // More per burst than one relay-socket pass reads (2 x 32), fewer than the
+    // default socket buffers hold (about 270 small datagrams).
+    const BURST: u32 = 150;
+    const BURSTS: u32 = 2;
     let daemon = Daemon::start();
     // Data from a peer with a channel comes back as ChannelData, so the Send path
     // uses a second peer without one.

@@ -11,6 +11,7 @@ mod control;
 mod heap;
 mod limits;
 mod mmsg;
+mod relay_poll;
 mod relay_socket;
 mod shard;
 mod stream;

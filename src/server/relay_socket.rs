@@ -1,5 +1,5 @@
-//! Relay sockets: binding them in the configured port range, and the task that reads
-//! peer datagrams from each and hands them to its shard's core.
+//! Relay sockets: binding them in the configured port range and handing them to the
+//! shard's relay poller (`relay_poll.rs`), which reads what peers send.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -8,35 +8,27 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
-use tokio::task::AbortHandle;
+use std::os::fd::AsFd;
 
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::relay_poll::Registration;
 use super::shard::Shard;
 use crate::proto::Family;
-use crate::relay::{AllocKey, BindError, Now, PeerAction, PortChoice, RelayIo};
+use crate::relay::{AllocKey, BindError, PortChoice, RelayIo};
 
 /// Largest UDP payload a relay socket reads.
 pub const MAX_DATAGRAM: usize = 65535;
 /// How many ports one bind attempt probes before answering 508.
 const MAX_PROBES: u32 = 256;
-/// Batched receives a reader handles before yielding to other tasks.
-const ROUNDS: usize = 2;
 
-/// A bound relay socket owned by an allocation (or a reservation). Dropping it stops
-/// its reader task; the socket closes when the task's handle is gone too.
+/// A bound relay socket owned by an allocation (or a reservation). Dropping it takes
+/// it out of the shard's poller, then closes it.
 #[derive(Debug)]
 pub struct RelaySocket {
-    pub socket: Rc<UdpSocket>,
-    reader: Option<AbortHandle>,
-}
-
-impl Drop for RelaySocket {
-    fn drop(&mut self) {
-        if let Some(reader) = self.reader.take() {
-            reader.abort();
-        }
-    }
+    // Declared first so it drops first: out of the epoll set, then closed.
+    registration: Option<Registration>,
+    pub socket: std::net::UdpSocket,
 }
 
 /// Where relay sockets are bound.
@@ -182,12 +174,12 @@ impl RelayIo for Binder<'_> {
     }
 
     fn start(&mut self, socket: &mut RelaySocket, key: AllocKey, _family: Family) {
-        let task = tokio::task::spawn_local(read_peers(
-            Rc::clone(self.shard),
-            Rc::clone(&socket.socket),
-            key,
-        ));
-        socket.reader = Some(task.abort_handle());
+        match self.shard.relay_poll.register(socket.socket.as_fd(), key) {
+            Ok(registration) => socket.registration = Some(registration),
+            // Only on kernel resource exhaustion; the allocation then relays nothing
+            // from peers and ends with its lifetime.
+            Err(e) => tracing::warn!(error = %e, "relay socket not added to the poller"),
+        }
     }
 }
 
@@ -210,7 +202,7 @@ fn probes(count: u32, port: impl Fn(u32) -> u16 + 'static) -> Box<dyn Iterator<I
 /// socket writable, which loses the first datagram on a relay socket bound within
 /// the same batch of work. A plain non-blocking `sendto` has no such state.
 #[inline]
-pub fn send_now(socket: &UdpSocket, payload: &[u8], to: SocketAddr) -> io::Result<usize> {
+pub fn send_now(socket: &impl AsFd, payload: &[u8], to: SocketAddr) -> io::Result<usize> {
     socket2::SockRef::from(socket).send_to(payload, &to.into())
 }
 
@@ -226,61 +218,10 @@ fn bind_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// Registers a bound socket with the current shard's runtime.
+/// Wraps a bound socket; the poller learns of it when its allocation starts.
 fn adopt(socket: std::net::UdpSocket) -> Result<RelaySocket, BindError> {
-    let socket = UdpSocket::from_std(socket).map_err(|_| BindError::Exhausted)?;
     Ok(RelaySocket {
-        socket: Rc::new(socket),
-        reader: None,
+        registration: None,
+        socket,
     })
-}
-
-/// Reads datagrams from peers and forwards what the core allows to the client.
-async fn read_peers(shard: Rc<Shard>, socket: Rc<UdpSocket>, key: AllocKey) {
-    loop {
-        if socket.readable().await.is_err() {
-            return;
-        }
-        let mut busy = true;
-        for _ in 0..ROUNDS {
-            let received = match shard.receive(&socket) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    busy = false;
-                    break;
-                }
-                Err(_) => break,
-            };
-            let now = Now::read();
-            for i in 0..received.count {
-                let mut batch = shard.recv.borrow_mut();
-                let Some(datagram) = batch.get(i) else {
-                    break;
-                };
-                let mut core = shard.core.borrow_mut();
-                if let PeerAction::Forward {
-                    link,
-                    client,
-                    frame,
-                } = core.handle_peer(
-                    now,
-                    key,
-                    datagram.from,
-                    datagram.slot,
-                    datagram.start,
-                    datagram.len,
-                ) {
-                    link.send(&datagram.slot[frame], client, &shard.stats);
-                }
-            }
-            if received.drained {
-                busy = false;
-                break;
-            }
-        }
-        // As in the listener: yield only while the socket may still hold datagrams.
-        if busy {
-            tokio::task::yield_now().await;
-        }
-    }
 }

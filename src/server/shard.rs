@@ -5,6 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -15,6 +16,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Notify, watch};
 
 use super::mmsg::{Received, RecvBatch, SendBatch};
+use super::relay_poll::{self, RelayPoll};
 use super::relay_socket::{MAX_DATAGRAM, RelayBinding, RelaySocket};
 use super::stream::{self, StreamOut, StreamSettings};
 use super::udp;
@@ -129,6 +131,8 @@ pub struct Shard {
     /// Receive slots for every UDP socket of the shard (listeners and relay sockets),
     /// with head- and tailroom so peer datagrams are framed in place.
     pub recv: RefCell<RecvBatch>,
+    /// The epoll set of this shard's relay sockets.
+    pub relay_poll: Rc<RelayPoll>,
     pub binding: RelayBinding,
     pub stats: Arc<Stats>,
 }
@@ -137,6 +141,7 @@ impl Shard {
     /// A shard around `core`.
     pub fn new(
         core: Core<RelaySocket, ClientLink>,
+        relay_poll: Rc<RelayPoll>,
         binding: RelayBinding,
         stats: Arc<Stats>,
     ) -> Rc<Self> {
@@ -148,6 +153,7 @@ impl Shard {
                 MAX_DATAGRAM,
                 PEER_TAILROOM,
             )),
+            relay_poll,
             binding,
             stats,
         })
@@ -175,6 +181,15 @@ impl Shard {
             (None, Err(e)) => Err(e),
             (None, Ok(())) => Err(std::io::ErrorKind::WouldBlock.into()),
         }
+    }
+
+    /// One batched receive from a socket outside tokio's reactor (a relay socket,
+    /// whose readiness the shard's relay poller tracks).
+    pub fn receive_from(&self, socket: &impl AsRawFd) -> std::io::Result<Received> {
+        let mut truncated = 0;
+        let result = self.recv.borrow_mut().recv(socket, &mut truncated);
+        self.stats.discard_many(DropReason::TooLarge, truncated);
+        result
     }
 }
 
@@ -231,7 +246,9 @@ pub fn run(start: ShardStart) -> std::io::Result<()> {
             Arc::clone(&stats),
         );
         core.set_drain_flag(draining);
-        let shard = Shard::new(core, binding, stats);
+        let relay_poll = RelayPoll::new()?;
+        let shard = Shard::new(core, Rc::clone(&relay_poll), binding, stats);
+        tokio::task::spawn_local(relay_poll::read_peers(Rc::clone(&shard), relay_poll));
         for socket in sockets {
             let out = UdpOut::new(Rc::new(UdpSocket::from_std(socket)?));
             tokio::task::spawn_local(Rc::clone(&out).flush_task(Arc::clone(&shard.stats)));
