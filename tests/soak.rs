@@ -107,8 +107,9 @@ fn fds(pid: u32) -> usize {
         .count()
 }
 
-/// Waits (bounded) until the daemon holds `expected` descriptors: a closed relay
-/// socket's descriptor goes when its reader task is dropped, a moment after expiry.
+/// Waits (bounded) until the daemon holds `expected` descriptors: a relay
+/// socket is closed by the sweep that expires its allocation, up to a second after
+/// its lifetime ends.
 fn wait_for_fds(pid: u32, expected: usize, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while fds(pid) != expected {
