@@ -169,6 +169,10 @@ impl Harness {
     }
     fn with_quota(per_user: u32) -> Self {
         let (settings, quotas) = settings(per_user);
+        Self::with(settings, quotas)
+    }
+
+    fn with(settings: Arc<Settings>, quotas: Arc<Quotas>) -> Self {
         let stats = Arc::new(Stats::default());
         Self {
             core: Core::new(
@@ -789,19 +793,7 @@ fn send_indications_obey_the_policy_per_port() {
     };
     let policy = PeerPolicy::new(vec!["127.0.0.1/32".parse().unwrap()], false, own);
     let (settings, quotas) = settings_with(10, policy);
-    let stats = Arc::new(Stats::default());
-    let mut h = Harness {
-        core: Core::new(
-            settings,
-            Arc::new(NonceKey::random()),
-            quotas,
-            Arc::clone(&stats),
-        ),
-        io: FakeIo::new(),
-        now: Now::read(),
-        stats,
-        out: vec![0u8; 2048],
-    };
+    let mut h = Harness::with(settings, quotas);
     let ft = client(1);
     let creds = h.login(ft, "loop");
     assert!(is_success(&h.allocate(ft, &creds)));
@@ -834,14 +826,8 @@ fn send_indications_obey_the_policy_per_port() {
 
 #[test]
 fn compact_gives_table_capacity_back_after_allocations_end() {
-    let mut h = Harness::new();
     let (settings, _) = settings(1000);
-    h.core = Core::new(
-        settings,
-        Arc::new(NonceKey::random()),
-        Quotas::new(1000, 1000, 1000),
-        Arc::clone(&h.stats),
-    );
+    let mut h = Harness::with(settings, Quotas::new(1000, 1000, 1000));
     h.io.last_port = 60000;
     for n in 0..600 {
         let ft = client(n);

@@ -135,7 +135,7 @@ impl RelayIo for Binder<'_> {
             match bind_std(SocketAddr::new(ip, port)) {
                 Ok(socket) => {
                     let bound = socket.local_addr().map_err(|_| BindError::Exhausted)?;
-                    return Ok((adopt(socket)?, bound));
+                    return Ok((adopt(socket), bound));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
                 Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
@@ -170,7 +170,7 @@ impl RelayIo for Binder<'_> {
 
     fn redeem(&mut self, token: [u8; 8], now: Instant) -> Option<(RelaySocket, SocketAddr)> {
         let (socket, bound) = self.shard.binding.reservations.take(token, now)?;
-        adopt(socket).ok().map(|s| (s, bound))
+        Some((adopt(socket), bound))
     }
 
     fn start(&mut self, socket: &mut RelaySocket, key: AllocKey, _family: Family) {
@@ -219,9 +219,9 @@ fn bind_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 }
 
 /// Wraps a bound socket; the poller learns of it when its allocation starts.
-fn adopt(socket: std::net::UdpSocket) -> Result<RelaySocket, BindError> {
-    Ok(RelaySocket {
+fn adopt(socket: std::net::UdpSocket) -> RelaySocket {
+    RelaySocket {
         registration: None,
         socket,
-    })
+    }
 }

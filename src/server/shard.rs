@@ -163,11 +163,9 @@ impl Shard {
     /// readiness: a short read proves the queue empty and clears the readiness, so no
     /// further receive is made just to learn `EAGAIN`. Truncated datagrams are counted.
     pub fn receive(&self, socket: &UdpSocket) -> std::io::Result<Received> {
-        let mut batch = self.recv.borrow_mut();
-        let mut truncated = 0;
         let mut got = None;
         let result = socket.try_io(Interest::READABLE, || {
-            let r = batch.recv(socket, &mut truncated)?;
+            let r = self.receive_from(socket)?;
             got = Some(r);
             if r.drained {
                 Err(std::io::ErrorKind::WouldBlock.into())
@@ -175,7 +173,6 @@ impl Shard {
                 Ok(())
             }
         });
-        self.stats.discard_many(DropReason::TooLarge, truncated);
         match (got, result) {
             (Some(r), _) => Ok(r),
             (None, Err(e)) => Err(e),
@@ -183,8 +180,9 @@ impl Shard {
         }
     }
 
-    /// One batched receive from a socket outside tokio's reactor (a relay socket,
-    /// whose readiness the shard's relay poller tracks).
+    /// One batched receive from `socket` into [`recv`](Self::recv), regardless of any
+    /// readiness state (the relay poller tracks its own; [`receive`](Self::receive)
+    /// wraps this for tokio's sockets). Truncated datagrams are counted.
     pub fn receive_from(&self, socket: &impl AsRawFd) -> std::io::Result<Received> {
         let mut truncated = 0;
         let result = self.recv.borrow_mut().recv(socket, &mut truncated);
