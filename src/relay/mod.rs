@@ -329,21 +329,32 @@ impl<S, C: Clone> Core<S, C> {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Charges `bytes` of relayed payload to an allocation and to this core's share;
-    /// false when either is over its limit.
+    /// Whether `bytes` of payload between `alloc` and a peer at `peer_ip` may pass: a
+    /// live permission for that IP, then bandwidth left in the allocation's bucket and
+    /// in this core's share (charged only when the permission holds). The same gate for
+    /// both directions and both framings.
     #[inline]
-    fn charge(
+    fn admit(
         bandwidth: &mut TokenBucket,
-        alloc: &mut TokenBucket,
+        alloc: &mut Allocation<S, C>,
         settings: &Settings,
+        peer_ip: IpAddr,
         bytes: usize,
         now: Instant,
-    ) -> bool {
+    ) -> Result<(), DropReason> {
+        if !alloc.permits(peer_ip, now) {
+            return Err(DropReason::NoPermission);
+        }
         let cost = bytes as f64;
         let a = settings.allocation_bandwidth;
         let s = settings.shard_bandwidth;
-        alloc.take(cost, a, bandwidth_burst(a), now)
+        if alloc.bandwidth.take(cost, a, bandwidth_burst(a), now)
             && bandwidth.take(cost, s, bandwidth_burst(s), now)
+        {
+            Ok(())
+        } else {
+            Err(DropReason::Bandwidth)
+        }
     }
 
     /// Replaces the settings (reload). Allocations keep running; permissions and
@@ -420,18 +431,15 @@ impl<S, C: Clone> Core<S, C> {
             return ClientAction::None;
         };
         let peer = channel.peer;
-        if !alloc.permits(peer.ip(), now.mono) {
-            self.stats.discard(DropReason::NoPermission);
-            return ClientAction::None;
-        }
-        if !Self::charge(
+        if let Err(reason) = Self::admit(
             &mut self.bandwidth,
-            &mut alloc.bandwidth,
+            alloc,
             &self.settings,
+            peer.ip(),
             frame.data.len(),
             now.mono,
         ) {
-            self.stats.discard(DropReason::Bandwidth);
+            self.stats.discard(reason);
             return ClientAction::None;
         }
         let Some(relay) = alloc.relay_for(&peer) else {
@@ -473,18 +481,15 @@ impl<S, C: Clone> Core<S, C> {
             self.stats.discard(DropReason::NoAllocation);
             return ClientAction::None;
         };
-        if !alloc.permits(peer.ip(), now.mono) {
-            self.stats.discard(DropReason::NoPermission);
-            return ClientAction::None;
-        }
-        if !Self::charge(
+        if let Err(reason) = Self::admit(
             &mut self.bandwidth,
-            &mut alloc.bandwidth,
+            alloc,
             &self.settings,
+            peer.ip(),
             data.len(),
             now.mono,
         ) {
-            self.stats.discard(DropReason::Bandwidth);
+            self.stats.discard(reason);
             return ClientAction::None;
         }
         if !self.settings.policy.classify(peer).is_allowed() {
@@ -529,18 +534,15 @@ impl<S, C: Clone> Core<S, C> {
             self.stats.discard(DropReason::TooLarge);
             return PeerAction::None;
         }
-        if !alloc.permits(peer.ip(), now.mono) {
-            self.stats.discard(DropReason::NoPermission);
-            return PeerAction::None;
-        }
-        if !Self::charge(
+        if let Err(reason) = Self::admit(
             &mut self.bandwidth,
-            &mut alloc.bandwidth,
+            alloc,
             &self.settings,
+            peer.ip(),
             len,
             now.mono,
         ) {
-            self.stats.discard(DropReason::Bandwidth);
+            self.stats.discard(reason);
             return PeerAction::None;
         }
         let stream = alloc.five_tuple.transport.is_stream();
