@@ -704,21 +704,7 @@ fn refresh_with_lifetime_zero_deletes_the_allocation() {
 
 /// A UDP echo peer on 127.0.0.1 outside the relay range (a thread; ends when idle 30 s).
 fn echo_peer() -> SocketAddr {
-    let socket = outside_relay_range();
-    let addr = socket.local_addr().unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 65536];
-        for _ in 0..100_000 {
-            let Ok((n, from)) = socket.recv_from(&mut buf) else {
-                break;
-            };
-            let _ = socket.send_to(&buf[..n], from);
-        }
-    });
-    addr
+    common::echo_on(outside_relay_range(), 100_000)
 }
 
 fn send_indication(peer: SocketAddr, data: &[u8]) -> Vec<u8> {

@@ -417,7 +417,15 @@ impl Daemon {
 /// A UDP echo peer on 127.0.0.1 that answers every datagram (bounded: it stops after
 /// `limit` datagrams or when idle for 30 s).
 pub fn udp_echo_peer(limit: usize) -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind echo peer");
+    echo_on(
+        UdpSocket::bind("127.0.0.1:0").expect("bind echo peer"),
+        limit,
+    )
+}
+
+/// Echoes every datagram `socket` receives back to its sender, in a thread that ends
+/// after `limit` datagrams or 30 s without one; returns the socket's address.
+pub fn echo_on(socket: UdpSocket, limit: usize) -> SocketAddr {
     let addr = socket.local_addr().expect("addr");
     socket
         .set_read_timeout(Some(Duration::from_secs(30)))
